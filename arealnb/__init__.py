@@ -1,0 +1,10 @@
+"""arealnb: AReaL-style fully asynchronous RL for LLMs at notebook scale (vLLM rollout + PyTorch learner).
+
+Importing arealnb is cheap: torch, transformers and vllm load only when a module that needs them is used.
+"""
+
+from .errors import ArealnbError, ConfigError, ModelBuildError
+from .tasks import Problem, RunningSum
+
+__all__ = ["ArealnbError", "ConfigError", "ModelBuildError", "Problem", "RunningSum"]
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""Process-level set-up that must happen before vLLM is imported (see ../shared/VLLM_CPU.md).
+
+- ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the engine core runs in this process (2 s start instead of 15 s,
+  half the RAM, weights pushed without serialisation). Set ``AREALNB_VLLM_MULTIPROC=1`` to opt out.
+- Hub access off (nothing is ever downloaded at run time), usage stats off, vLLM logging at ERROR.
+- AMX tile permission requested before a bf16 model runs: vLLM's bf16 CPU attention uses AMX but never
+  asks the kernel for it, and dies with SIGILL on small batches otherwise.
+- ``torch.set_num_threads`` is kept before vLLM replaces it with a no-op, so the learner can still choose
+  its thread count (VLLM_CPU.md §9).
+"""
+
+from __future__ import annotations
+
+import os
+
+_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # vLLM logs every step's set-up at INFO and repeats CPU hints at WARNING; in a notebook that buries the
+    # results. Errors still show; set VLLM_LOGGING_LEVEL=INFO to see everything.
+    "VLLM_LOGGING_LEVEL": "ERROR",
+}
+
+_configured = False
+_original_set_num_threads = None
+
+
+def configure() -> None:
+    """Idempotent; call before ``import vllm`` (the arealnb modules that import vLLM call it first)."""
+    global _configured, _original_set_num_threads
+    if _configured:
+        return
+    for k, v in _DEFAULTS.items():
+        os.environ.setdefault(k, v)
+    if os.environ.get("AREALNB_VLLM_MULTIPROC", "0") != "1":
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    import torch
+
+    _original_set_num_threads = torch.set_num_threads
+    if hasattr(torch.cpu, "_is_amx_tile_supported") and torch.cpu._is_amx_tile_supported():
+        torch._C._cpu._init_amx()
+    _configured = True
+
+
+def set_torch_threads(n: int) -> None:
+    """Set torch's intra-op thread count even after vLLM has replaced ``torch.set_num_threads``.
+
+    The setting is process-wide: it applies to the engine thread and the learner alike.
+    """
+    import torch
+
+    (_original_set_num_threads or torch.set_num_threads)(int(n))

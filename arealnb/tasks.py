@@ -1,0 +1,69 @@
+"""Verifiable-reward tasks whose answers have long-tailed output lengths.
+
+``RunningSum``: the prompt is a list of k one-digit numbers, ``"3+4+1="``; the demonstration writes every
+running partial sum, ``"3,7,8"``, and the final answer is the last one. k is drawn from a truncated power
+law ``P(k) ∝ k^-alpha`` on ``1..max_terms``, so most outputs are a few tokens and a few are 10x longer:
+the length tail that asynchronous rollout exists to absorb (AReaL §1.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str
+    answer: str           # the final answer, compared by exact match
+    demonstration: str    # a correct completion (without EOS)
+    n_terms: int
+
+
+@dataclass(frozen=True)
+class RunningSum:
+    """Sum k one-digit numbers, writing each running partial sum."""
+
+    max_terms: int = field(default=32, metadata={"help": "largest k (number of terms)"})
+    alpha: float = field(default=1.6, metadata={"help": "power-law exponent of P(k) ∝ k^-alpha; larger = "
+                                                        "shorter outputs, thinner tail"})
+    name: str = "running_sum"
+
+    def __post_init__(self) -> None:
+        if self.max_terms < 1:
+            raise ValueError(f"max_terms={self.max_terms}; expected >= 1")
+        if self.alpha < 0:
+            raise ValueError(f"alpha={self.alpha}; expected >= 0")
+
+    alphabet = "0123456789+=,"
+
+    def config(self) -> dict:
+        return asdict(self)
+
+    def length_probs(self) -> np.ndarray:
+        """P(k) for k = 1..max_terms, shape (max_terms,)."""
+        k = np.arange(1, self.max_terms + 1, dtype=np.float64)
+        p = k ** -self.alpha
+        return p / p.sum()
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
+        ks = rng.choice(np.arange(1, self.max_terms + 1), size=n, p=self.length_probs())
+        return [self.make(rng.integers(0, 10, size=int(k))) for k in ks]
+
+    @staticmethod
+    def make(terms) -> Problem:
+        terms = [int(t) for t in terms]
+        partial = np.cumsum(terms)
+        demo = ",".join(str(int(s)) for s in partial)
+        return Problem(prompt="+".join(map(str, terms)) + "=", answer=str(int(partial[-1])),
+                       demonstration=demo, n_terms=len(terms))
+
+    @staticmethod
+    def extract_answer(completion: str) -> str:
+        """The final answer of a completion: its last comma-separated field."""
+        return completion.strip().rsplit(",", 1)[-1]
+
+    def reward(self, completion: str, problem: Problem) -> float:
+        """1.0 when the final answer matches exactly, else 0.0."""
+        return 1.0 if self.extract_answer(completion) == problem.answer else 0.0

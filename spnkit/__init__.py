@@ -1,0 +1,15 @@
+"""spnkit: MAP inference in sum-product networks (after Mei, Jiang & Tu, AAAI 2018), as numba kernels
+over a flat array layout.
+
+Importing spnkit never imports torch, transformers or vllm.
+"""
+
+from .errors import DataNotFoundError, QueryError, SPNFormatError, SPNKitError, SPNStructureError
+from .flat_spn import LEAF, PRODUCT, SUM, FlatSPN
+from .io import load, save
+
+__all__ = [
+    "FlatSPN", "LEAF", "SUM", "PRODUCT", "load", "save",
+    "SPNKitError", "SPNFormatError", "SPNStructureError", "QueryError", "DataNotFoundError",
+]
+__version__ = "0.1.0"

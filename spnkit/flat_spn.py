@@ -1,0 +1,189 @@
+"""FlatSPN: a sum-product network as flat arrays, the layout every numba kernel loops over.
+
+Nodes are stored in topological order, **children before parents**, so the root is the last node and
+every bottom-up pass is one loop ``for i in range(n_nodes)`` (Mei, Jiang & Tu 2018 keep the same order).
+Children are stored CSR-style: the children of node ``i`` are ``children[child_ptr[i]:child_ptr[i+1]]``,
+with the matching natural-log edge weights in ``log_w`` (sum nodes) or 0.0 (product nodes).
+Leaves are indicators ``[X_var = val]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import SPNStructureError
+from .kernels.structure import STRUCT_OK, check_structure
+
+LEAF: int = 0
+SUM: int = 1
+PRODUCT: int = 2
+NODE_TYPE_NAMES = {LEAF: "leaf", SUM: "sum", PRODUCT: "product"}
+
+
+@dataclass(frozen=True, eq=False)
+class FlatSPN:
+    """A validated SPN over categorical variables with indicator leaves.
+
+    Attributes
+    ----------
+    node_type : int8 array, shape (n_nodes,)
+        ``LEAF`` (0), ``SUM`` (1) or ``PRODUCT`` (2).
+    child_ptr : int64 array, shape (n_nodes + 1,)
+        CSR offsets into ``children`` / ``log_w``; leaves have no children.
+    children : int64 array, shape (n_edges,)
+        Child node indices; every child index is smaller than its parent's (children first).
+    log_w : float64 array, shape (n_edges,)
+        Natural-log weight of each sum edge (may be ``-inf`` for a zero weight); 0.0 on product edges.
+    leaf_var, leaf_val : int64 arrays, shape (n_nodes,)
+        Variable and value of each indicator leaf; -1 on internal nodes.
+    cardinalities : int64 array, shape (n_vars,)
+        Number of states of each variable (2 for binary).
+    """
+
+    node_type: np.ndarray
+    child_ptr: np.ndarray
+    children: np.ndarray
+    log_w: np.ndarray
+    leaf_var: np.ndarray
+    leaf_val: np.ndarray
+    cardinalities: np.ndarray
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, dtype in (("node_type", np.int8), ("child_ptr", np.int64), ("children", np.int64),
+                            ("log_w", np.float64), ("leaf_var", np.int64), ("leaf_val", np.int64),
+                            ("cardinalities", np.int64)):
+            arr = np.ascontiguousarray(getattr(self, name), dtype=dtype)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        self._validate()
+
+    # -- sizes -------------------------------------------------------------------------------------
+    @property
+    def n_nodes(self) -> int:
+        return int(self.node_type.shape[0])
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.children.shape[0])
+
+    @property
+    def n_vars(self) -> int:
+        return int(self.cardinalities.shape[0])
+
+    @property
+    def root(self) -> int:
+        return self.n_nodes - 1
+
+    def counts(self) -> dict[str, int]:
+        """Numbers of nodes by type, edges and variables."""
+        return {
+            "nodes": self.n_nodes,
+            "sum": int(np.sum(self.node_type == SUM)),
+            "product": int(np.sum(self.node_type == PRODUCT)),
+            "leaf": int(np.sum(self.node_type == LEAF)),
+            "edges": self.n_edges,
+            "vars": self.n_vars,
+        }
+
+    def __repr__(self) -> str:
+        c = self.counts()
+        return (f"FlatSPN(nodes={c['nodes']} [sum={c['sum']}, product={c['product']}, leaf={c['leaf']}], "
+                f"edges={c['edges']}, vars={c['vars']}, max_card={int(self.cardinalities.max(initial=0))})")
+
+    # -- inference -----------------------------------------------------------------------------------
+    def log_prob(self, X) -> np.ndarray:
+        """Log value of the network at each row of ``X``.
+
+        Parameters
+        ----------
+        X : int array, shape (n, n_vars) or (n_vars,)
+            A value per variable, or -1 to marginalise that variable (its indicators are all set to 1).
+
+        Returns
+        -------
+        float64 array, shape (n,)
+            ``log S(x)``; for a normalised SPN this is the log-probability of the observed part of ``x``.
+        """
+        from .errors import QueryError
+        from .kernels.passes import log_value_batch
+
+        X = np.asarray(X)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2 or X.shape[1] != self.n_vars:
+            raise QueryError(f"X has shape {X.shape}; expected (n, {self.n_vars}) for this SPN "
+                             f"({self.n_vars} variables)")
+        if not np.issubdtype(X.dtype, np.integer):
+            if not np.all(np.isfinite(X)) or np.any(X != np.round(X)):
+                raise QueryError("X must hold integer values (use -1 to marginalise a variable)")
+        X = np.ascontiguousarray(X, dtype=np.int64)
+        bad = (X < -1) | (X >= self.cardinalities[None, :])
+        if bad.any():
+            r, v = map(int, np.argwhere(bad)[0])
+            raise QueryError(f"X[{r}, {v}] = {X[r, v]} is out of range for variable {v} "
+                             f"(cardinality {self.cardinalities[v]}); use 0..{self.cardinalities[v] - 1} "
+                             "or -1 to marginalise")
+        return log_value_batch(self.node_type, self.child_ptr, self.children, self.log_w,
+                               self.leaf_var, self.leaf_val, X)
+
+    def log_partition(self) -> float:
+        """``log Z``: the network's value with every variable marginalised (0 for a normalised SPN)."""
+        return float(self.log_prob(-np.ones((1, self.n_vars), dtype=np.int64))[0])
+
+    # -- validation ----------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        n, e = self.n_nodes, self.n_edges
+        if n == 0:
+            raise SPNStructureError("the SPN has no nodes")
+        if self.child_ptr.shape != (n + 1,) or self.child_ptr[0] != 0 or self.child_ptr[-1] != e:
+            raise SPNStructureError(f"child_ptr must have {n + 1} entries from 0 to {e}")
+        if np.any(np.diff(self.child_ptr) < 0):
+            raise SPNStructureError("child_ptr must be non-decreasing")
+        if self.log_w.shape != (e,):
+            raise SPNStructureError(f"log_w has {self.log_w.shape[0]} entries; expected one per edge ({e})")
+        if self.leaf_var.shape != (n,) or self.leaf_val.shape != (n,):
+            raise SPNStructureError("leaf_var and leaf_val need one entry per node")
+        if np.any(self.cardinalities < 1):
+            v = int(np.argmax(self.cardinalities < 1))
+            raise SPNStructureError(f"variable {v} has cardinality {self.cardinalities[v]}; expected >= 1")
+        code, node, extra = check_structure(self.node_type, self.child_ptr, self.children, self.log_w,
+                                            self.leaf_var, self.leaf_val, self.cardinalities)
+        if code != STRUCT_OK:
+            raise SPNStructureError(_structure_message(self, code, int(node), int(extra)))
+
+
+def _structure_message(spn: FlatSPN, code: int, node: int, extra: int) -> str:
+    from .kernels import structure as s
+
+    what = NODE_TYPE_NAMES.get(int(spn.node_type[node]), "?") if 0 <= node < spn.n_nodes else "?"
+    where = f"node {node} ({what})"
+    if code == s.STRUCT_BAD_TYPE:
+        return f"{where}: unknown node type {int(spn.node_type[node])}; expected 0 (leaf), 1 (sum) or 2 (product)"
+    if code == s.STRUCT_CHILD_ORDER:
+        return (f"{where}: child {extra} does not come before its parent (index out of range, a cycle, or "
+                "nodes not in children-first order)")
+    if code == s.STRUCT_LEAF_CHILDREN:
+        return f"{where}: a leaf has children"
+    if code == s.STRUCT_NO_CHILDREN:
+        return f"{where}: an internal node has no children"
+    if code == s.STRUCT_LEAF_VAR:
+        return f"{where}: leaf variable {extra} is out of range 0..{spn.n_vars - 1}"
+    if code == s.STRUCT_LEAF_VAL:
+        v = int(spn.leaf_var[node])
+        return (f"{where}: indicator value {extra} of variable {v} is out of range "
+                f"0..{int(spn.cardinalities[v]) - 1} (cardinality {int(spn.cardinalities[v])})")
+    if code == s.STRUCT_WEIGHT:
+        return f"{where}: edge to child {extra} has a NaN or +inf log-weight (weights must be finite and >= 0)"
+    if code == s.STRUCT_INCOMPLETE:
+        return (f"{where}: not complete: child {extra} has a different scope from the sum node's first child "
+                "(every child of a sum node must depend on the same variables)")
+    if code == s.STRUCT_NOT_DECOMPOSABLE:
+        return (f"{where}: not decomposable: child {extra} shares a variable with an earlier child "
+                "(the children of a product node must have disjoint scopes)")
+    if code == s.STRUCT_MULTI_ROOT:
+        return (f"{where} has no parent but is not the root (the last node, {spn.n_nodes - 1}); an SPN has "
+                "exactly one root")
+    return f"{where}: structure check failed with code {code}"

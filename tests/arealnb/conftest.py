@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_policy():
+    """The embedded tiny policy, built once into data/models/ (cached across runs)."""
+    from arealnb.models import build_tiny_policy
+
+    return build_tiny_policy(size="tiny", progress=False)
