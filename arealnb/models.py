@@ -220,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     ap.add_argument("--steps", type=int, default=None, help="AdamW steps (default: per size)")
     args = ap.parse_args(argv)
-    path = build_tiny_policy(size=args.size, seed=args.seed, steps=args.steps)
+    import sys
+
+    path = build_tiny_policy(size=args.size, seed=args.seed, steps=args.steps, progress=sys.stderr.isatty())
     meta = json.loads((path / "arealnb_build.json").read_text())
     print(f"{args.size} policy: {path} ({meta['n_params']:,} parameters, final loss {meta['final_loss']:.3f})")
     return 0

@@ -43,7 +43,7 @@ class OfflineGenerator:
 
     def __init__(self, model_path: str | os.PathLike, dtype: str = "float32", kv_cache_bytes: int = 64 << 20,
                  max_model_len: int = 512, max_num_seqs: int = 64, seed: int = 0):
-        runtime.configure()
+        runtime.before_engine_build()
         from vllm import LLM
 
         self.model_path = Path(model_path)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 _DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
@@ -43,6 +44,23 @@ def configure() -> None:
     if hasattr(torch.cpu, "_is_amx_tile_supported") and torch.cpu._is_amx_tile_supported():
         torch._C._cpu._init_amx()
     _configured = True
+
+
+def before_engine_build() -> None:
+    """Call right before constructing a vLLM engine in this process.
+
+    vLLM 0.32 scans every loaded module at engine build (``triton_utils.dispatcher._rebind_kernels``) and
+    calls ``vars(value).get(...)`` on each attribute. llvmlite's library proxy (``llvmlite.binding.ffi.lib``,
+    loaded by numba, hence by spnkit) answers *any* attribute, ``__dict__`` included, with a function wrapper,
+    so the scan dies with ``AttributeError: '_lib_fn_wrapper' object has no attribute 'get'``. A proxy
+    without slots has no ``__dict__`` to find; we give it an empty one, which llvmlite never reads.
+    """
+    configure()
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    lib = getattr(ffi, "lib", None) if ffi is not None else None
+    fntab = getattr(lib, "_fntab", None)
+    if isinstance(fntab, dict) and not isinstance(fntab.get("__dict__"), dict):
+        fntab["__dict__"] = {}
 
 
 def set_torch_threads(n: int) -> None:

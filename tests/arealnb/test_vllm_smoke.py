@@ -60,3 +60,24 @@ def test_the_policy_is_neither_hopeless_nor_perfect(generator, prompts):
     task = RunningSum()
     rewards = [task.reward(s.text, p) for s, p in zip(samples, problems, strict=True)]
     assert 0.0 < np.mean(rewards) < 1.0
+
+
+def test_engine_starts_in_a_process_that_already_uses_numba(tiny_policy):
+    """A notebook may load spnkit (numba, llvmlite) before it builds an engine: vLLM's module scan at engine
+    build used to die on llvmlite's library proxy (see arealnb.runtime.before_engine_build)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, spnkit\n"
+        "from spnkit.flat_spn import FlatSPN\n"
+        "FlatSPN(node_type=[0, 0, 1], child_ptr=[0, 0, 0, 2], children=[0, 1], log_w=np.log([.5, .5]),\n"
+        "        leaf_var=[0, 0, -1], leaf_val=[0, 1, -1], cardinalities=[2]).log_prob([[0]])\n"
+        "from arealnb.offline import OfflineGenerator\n"
+        f"with OfflineGenerator({str(tiny_policy)!r}, kv_cache_bytes=16 << 20) as g:\n"
+        "    s = g.generate([[1, 5, 15]], max_new_tokens=4, ignore_eos=True, seed=0)\n"
+        "print(len(s[0].output_ids))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "4"
