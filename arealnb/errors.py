@@ -13,3 +13,20 @@ class ConfigError(ArealnbError, ValueError):
 
 class ModelBuildError(ArealnbError, RuntimeError):
     """The embedded policy could not be built or its cache is unusable."""
+
+
+class WeightUpdateError(ArealnbError, ValueError):
+    """A weight push was refused before it touched the engine (wrong names, shapes, dtypes, values or
+    version); the engine keeps serving the previous weights."""
+
+
+class EngineDeadError(ArealnbError, RuntimeError):
+    """The inference engine crashed; every pending and later request fails with this. Start a new engine."""
+
+
+class EngineClosedError(ArealnbError, RuntimeError):
+    """The engine was closed (or never started)."""
+
+
+class InvalidRequestError(ArealnbError, ValueError):
+    """A generation request was refused (empty prompt, token id out of range, too long, bad parameters)."""

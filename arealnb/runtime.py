@@ -5,8 +5,10 @@
 - Hub access off (nothing is ever downloaded at run time), usage stats off, vLLM logging at ERROR.
 - AMX tile permission requested before a bf16 model runs: vLLM's bf16 CPU attention uses AMX but never
   asks the kernel for it, and dies with SIGILL on small batches otherwise.
-- ``torch.set_num_threads`` is kept before vLLM replaces it with a no-op, so the learner can still choose
-  its thread count (VLLM_CPU.md §9).
+- Thread counts: torch's OpenMP backend keeps the intra-op thread count **per OS thread** (measured: a
+  ``set_num_threads(1)`` in one thread leaves the others at 2), and an in-process vLLM engine replaces
+  ``torch.set_num_threads`` with a no-op. :func:`set_torch_threads` calls torch's C binding directly, for the
+  calling thread.
 """
 
 from __future__ import annotations
@@ -26,12 +28,11 @@ _DEFAULTS = {
 }
 
 _configured = False
-_original_set_num_threads = None
 
 
 def configure() -> None:
     """Idempotent; call before ``import vllm`` (the arealnb modules that import vLLM call it first)."""
-    global _configured, _original_set_num_threads
+    global _configured
     if _configured:
         return
     for k, v in _DEFAULTS.items():
@@ -40,7 +41,6 @@ def configure() -> None:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     import torch
 
-    _original_set_num_threads = torch.set_num_threads
     if hasattr(torch.cpu, "_is_amx_tile_supported") and torch.cpu._is_amx_tile_supported():
         torch._C._cpu._init_amx()
     _configured = True
@@ -64,10 +64,15 @@ def before_engine_build() -> None:
 
 
 def set_torch_threads(n: int) -> None:
-    """Set torch's intra-op thread count even after vLLM has replaced ``torch.set_num_threads``.
-
-    The setting is process-wide: it applies to the engine thread and the learner alike.
-    """
+    """Set torch's intra-op thread count **for the calling thread**, even after vLLM no-op'ed
+    ``torch.set_num_threads``. A learner calls it in the thread that runs its steps."""
     import torch
 
-    (_original_set_num_threads or torch.set_num_threads)(int(n))
+    torch._C.set_num_threads(int(n))
+
+
+def torch_threads() -> int:
+    """torch's intra-op thread count in the calling thread."""
+    import torch
+
+    return int(torch.get_num_threads())

@@ -1,0 +1,81 @@
+"""Interfaces and records only. The orchestrator talks to an inference engine through
+:class:`InferenceEngine`, so a later backend (remote ``vllm serve`` servers, a fake engine for timing tests)
+drops in without touching it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+FinishReason = Literal["stop", "length", "abort"]
+InterruptMode = Literal["recompute", "keep", "abort"]
+
+
+@dataclass
+class GenerationOutput:
+    """One finished request.
+
+    Attributes
+    ----------
+    prompt_ids : list[int]
+    output_ids : list[int], length T
+    logprobs : float64 array, shape (T,)
+        Behaviour log-prob of each output token: ``log π_behav(o_t | prompt, o_<t)`` as the engine sampled it.
+    versions : int64 array, shape (T,)
+        Policy version of the weights that produced each output token.
+    finish_reason : ``"stop"`` (EOS or a stop token), ``"length"`` (max_new_tokens) or ``"abort"``.
+    """
+
+    request_id: str
+    prompt_ids: list[int]
+    output_ids: list[int]
+    logprobs: np.ndarray
+    versions: np.ndarray
+    finish_reason: FinishReason
+    text: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.output_ids)
+
+
+@runtime_checkable
+class VersionProvider(Protocol):
+    def get_version(self) -> int: ...
+
+
+@runtime_checkable
+class InferenceEngine(Protocol):
+    """What the orchestrator needs from a rollout engine."""
+
+    @property
+    def version(self) -> int:
+        """Policy version of the weights currently served."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int = 256, temperature: float = 1.0,
+                       seed: int | None = None, stop_token_ids: list[int] | None = None,
+                       ignore_eos: bool = False, request_id: str | None = None) -> GenerationOutput:
+        """Sample one completion; returns when it finishes (or is aborted, with its partial output)."""
+        ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def pause(self) -> None:
+        """Stop generating (admission continues to queue); returns once no step is running."""
+        ...
+
+    async def resume(self) -> None: ...
+
+    async def update_weights(self, state_dict: dict, version: int) -> None:
+        """Validate, then swap in new weights tagged ``version``; in-flight requests follow the interrupt mode."""
+        ...
+
+    def stats(self) -> dict[str, float]: ...
