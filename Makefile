@@ -21,7 +21,8 @@ export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
 
-DEMO_NOTEBOOKS := notebooks/arealnb_00_first_look.ipynb notebooks/spn_00_first_look.ipynb
+DEMO_NOTEBOOKS := notebooks/arealnb_00_first_look.ipynb notebooks/arealnb_01_engine.ipynb \
+                  notebooks/spn_00_first_look.ipynb
 PYTEST_ARGS ?=
 
 .PHONY: help setup models demo test lab bench lint clean
@@ -62,7 +63,7 @@ demo: models
 	  ls -1 reports/*.html reports/*.ipynb | sed 's/^/  /'
 
 test: models
-	NB_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider $(PYTEST_ARGS)
+	NB_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=300 -p no:cacheprovider $(PYTEST_ARGS)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

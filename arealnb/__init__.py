@@ -3,8 +3,20 @@
 Importing arealnb is cheap: torch, transformers and vllm load only when a module that needs them is used.
 """
 
-from .errors import ArealnbError, ConfigError, ModelBuildError
+from .api import GenerationOutput, InferenceEngine
+from .errors import (
+                     ArealnbError,
+                     ConfigError,
+                     EngineClosedError,
+                     EngineDeadError,
+                     InvalidRequestError,
+                     ModelBuildError,
+                     WeightUpdateError,
+)
 from .tasks import Problem, RunningSum
 
-__all__ = ["ArealnbError", "ConfigError", "ModelBuildError", "Problem", "RunningSum"]
+__all__ = [
+    "ArealnbError", "ConfigError", "EngineClosedError", "EngineDeadError", "InvalidRequestError",
+    "ModelBuildError", "WeightUpdateError", "GenerationOutput", "InferenceEngine", "Problem", "RunningSum",
+]
 __version__ = "0.1.0"

@@ -112,3 +112,18 @@ def logprob_gaps(model, samples: list[Sample]) -> np.ndarray:
 
     return np.concatenate([np.abs(token_logprobs(model, s.prompt_ids, s.output_ids) - s.logprobs)
                            for s in samples if s.output_ids] or [np.zeros(0)])
+
+
+def evaluate_policy(model_path: str | os.PathLike, task, n: int = 400, seed: int = 123,
+                    max_new_tokens: int = 200, temperature: float = 1.0):
+    """Reward of a policy on ``n`` fresh task problems, one sample each: ``(mean_reward, frame)``, where the
+    frame has one row per problem (see :func:`samples_frame`)."""
+    from .models import load_policy
+
+    _, tok = load_policy(model_path)
+    problems = task.sample(np.random.default_rng(seed), n)
+    with OfflineGenerator(model_path) as gen:
+        samples = gen.generate([tok(p.prompt)["input_ids"] for p in problems], max_new_tokens=max_new_tokens,
+                               temperature=temperature, seed=seed)
+    df = samples_frame(samples, problems, task)
+    return float(df.reward.mean()), df

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 _DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
@@ -37,6 +38,8 @@ def configure() -> None:
         return
     for k, v in _DEFAULTS.items():
         os.environ.setdefault(k, v)
+    # vLLM's kernel scan touches a deprecated torch alias at every engine build; not ours to fix, only noise.
+    warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op.*", category=FutureWarning)
     if os.environ.get("AREALNB_VLLM_MULTIPROC", "0") != "1":
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     import torch

@@ -2,7 +2,7 @@
 
 ``RunningSum``: the prompt is a list of k one-digit numbers, ``"3+4+1="``; the demonstration writes every
 running partial sum, ``"3,7,8"``, and the final answer is the last one. k is drawn from a truncated power
-law ``P(k) ∝ k^-alpha`` on ``1..max_terms``, so most outputs are a few tokens and a few are 10x longer:
+law ``P(k) ∝ k^-alpha`` on ``min_terms..max_terms``, so most outputs are a few tokens and a few are 10x longer:
 the length tail that asynchronous rollout exists to absorb (AReaL §1.1).
 """
 
@@ -25,14 +25,16 @@ class Problem:
 class RunningSum:
     """Sum k one-digit numbers, writing each running partial sum."""
 
+    min_terms: int = field(default=2, metadata={"help": "smallest k (a one-term 'sum' is a copy, not a task)"})
     max_terms: int = field(default=32, metadata={"help": "largest k (number of terms)"})
     alpha: float = field(default=1.6, metadata={"help": "power-law exponent of P(k) ∝ k^-alpha; larger = "
                                                         "shorter outputs, thinner tail"})
     name: str = "running_sum"
 
     def __post_init__(self) -> None:
-        if self.max_terms < 1:
-            raise ValueError(f"max_terms={self.max_terms}; expected >= 1")
+        if not 1 <= self.min_terms <= self.max_terms:
+            raise ValueError(f"min_terms={self.min_terms}, max_terms={self.max_terms}; expected "
+                             "1 <= min_terms <= max_terms")
         if self.alpha < 0:
             raise ValueError(f"alpha={self.alpha}; expected >= 0")
 
@@ -41,14 +43,17 @@ class RunningSum:
     def config(self) -> dict:
         return asdict(self)
 
+    def terms_range(self) -> np.ndarray:
+        """The possible k, ``min_terms..max_terms``."""
+        return np.arange(self.min_terms, self.max_terms + 1)
+
     def length_probs(self) -> np.ndarray:
-        """P(k) for k = 1..max_terms, shape (max_terms,)."""
-        k = np.arange(1, self.max_terms + 1, dtype=np.float64)
-        p = k ** -self.alpha
+        """P(k) for each k of :meth:`terms_range`."""
+        p = self.terms_range().astype(np.float64) ** -self.alpha
         return p / p.sum()
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Problem]:
-        ks = rng.choice(np.arange(1, self.max_terms + 1), size=n, p=self.length_probs())
+        ks = rng.choice(self.terms_range(), size=n, p=self.length_probs())
         return [self.make(rng.integers(0, 10, size=int(k))) for k in ks]
 
     @staticmethod

@@ -21,14 +21,16 @@ def test_demonstration_is_the_running_sum_and_earns_full_reward(terms):
 
 
 def test_lengths_are_long_tailed():
-    task = RunningSum(max_terms=32, alpha=1.6)
+    task = RunningSum(min_terms=2, max_terms=32, alpha=1.6)
     ks = np.array([p.n_terms for p in task.sample(np.random.default_rng(0), 20000)])
     lengths = np.array([len(p.demonstration) for p in task.sample(np.random.default_rng(1), 20000)])
-    assert np.median(ks) <= 2 and ks.max() == 32                # most are short ...
-    assert np.quantile(lengths, 0.99) >= 10 * np.median(lengths)  # ... a few are 10x longer
-    np.testing.assert_allclose(np.bincount(ks, minlength=33)[1:] / len(ks), task.length_probs(), atol=0.01)
+    assert np.median(ks) <= 4 and ks.min() == 2 and ks.max() == 32   # most are short ...
+    assert np.quantile(lengths, 0.99) >= 10 * np.median(lengths)      # ... a few are 10x longer
+    np.testing.assert_allclose(np.bincount(ks, minlength=33)[2:] / len(ks), task.length_probs(), atol=0.01)
 
 
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="max_terms"):
         RunningSum(max_terms=0)
+    with pytest.raises(ValueError, match="min_terms"):
+        RunningSum(min_terms=5, max_terms=4)
