@@ -135,10 +135,10 @@ class VLLMEngine:
         self._inflight_cmd: _Cmd | None = None
         self._tokenizer = None
         self._llm = None
-        self._stats: dict[str, Any] = {"version": 0, "running": 0, "waiting": 0, "paused": False,
-                                       "tokens_generated": 0, "tok_per_s": 0.0, "steps": 0,
-                                       "requests_finished": 0, "requests_aborted": 0, "weight_updates": 0,
-                                       "last_update_s": float("nan")}
+        self._counts: dict[str, Any] = {"tokens_generated": 0, "steps": 0, "requests_finished": 0,
+                                        "requests_aborted": 0, "weight_updates": 0, "last_update_s": float("nan")}
+        self._stats: dict[str, Any] = {**self._counts, "version": 0, "running": 0, "waiting": 0, "paused": False,
+                                       "tok_per_s": 0.0}
         self._window: deque[tuple[float, int]] = deque()
 
     # ------------------------------------------------------------------------------------------------
@@ -426,8 +426,8 @@ class VLLMEngine:
             self._version = version
             self._engine.set_weight_version(str(version))
             dt = time.perf_counter() - t0
-            self._stats["weight_updates"] += 1
-            self._stats["last_update_s"] = dt
+            self._counts["weight_updates"] += 1
+            self._counts["last_update_s"] = dt
             self._publish_stats()
             self._resolve(cmd.reply, dt)
         else:
@@ -437,6 +437,7 @@ class VLLMEngine:
         outs = self._engine.step()
         v = self._version
         n_new = 0
+        finished = []
         for o in outs:
             r = self._reqs.get(o.request_id)
             if r is None:
@@ -449,30 +450,30 @@ class VLLMEngine:
                 r.versions.extend([v] * len(ids))
                 n_new += len(ids)
             if o.finished:
-                self._finish(r, c.finish_reason or "stop")
+                finished.append((r, c.finish_reason or "stop"))
         now = time.monotonic()
-        self._stats["steps"] += 1
-        self._stats["tokens_generated"] += n_new
+        self._counts["steps"] += 1
+        self._counts["tokens_generated"] += n_new
         self._window.append((now, n_new))
         while self._window and now - self._window[0][0] > 5.0:
             self._window.popleft()
         self._publish_stats(now)
+        for r, reason in finished:           # after the counters: a woken caller sees consistent stats
+            self._finish(r, reason)
 
     def _publish_stats(self, now: float | None = None) -> None:
+        """Replace the stats snapshot (one dict assignment: readers on the loop thread never see it half-built)."""
         now = now or time.monotonic()
         running = sum(1 for r in self._reqs.values() if r.output_ids)
         span = now - self._window[0][0] if len(self._window) > 1 else 0.0
-        s = dict(self._stats)
-        s.update(version=self._version, running=running, waiting=len(self._reqs) - running, paused=self._paused,
-                 tok_per_s=(sum(n for _, n in self._window) / span) if span > 0 else 0.0)
-        self._stats = s
+        self._stats = {**self._counts, "version": self._version, "running": running,
+                       "waiting": len(self._reqs) - running, "paused": self._paused,
+                       "tok_per_s": (sum(n for _, n in self._window) / span) if span > 0 else 0.0}
 
     def _finish(self, r: _Request, reason: str) -> None:
         self._reqs.pop(r.rid, None)
-        if reason == "abort":
-            self._stats["requests_aborted"] += 1
-        else:
-            self._stats["requests_finished"] += 1
+        self._counts["requests_aborted" if reason == "abort" else "requests_finished"] += 1
+        self._publish_stats()
         text = self._tokenizer.decode(r.output_ids, skip_special_tokens=True) if self._tokenizer else ""
         out = GenerationOutput(request_id=r.rid, prompt_ids=r.prompt_ids, output_ids=r.output_ids,
                                logprobs=np.asarray(r.logprobs, dtype=np.float64),
@@ -508,9 +509,7 @@ class VLLMEngine:
         for r in list(self._reqs.values()):
             self._resolve(r.future, exc=err)
         self._reqs.clear()
-        s = dict(self._stats)
-        s.update(dead=str(err))
-        self._stats = s
+        self._stats = {**self._stats, "dead": str(err)}
 
     def _shutdown_vllm(self) -> None:
         llm, self._llm = self._llm, None
