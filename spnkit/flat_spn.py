@@ -9,7 +9,7 @@ Leaves are indicators ``[X_var = val]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
@@ -50,15 +50,17 @@ class FlatSPN:
     leaf_val: np.ndarray
     cardinalities: np.ndarray
     meta: dict = field(default_factory=dict, compare=False)
+    validate: InitVar[bool] = True   # False only for networks spnkit derives from a validated one
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, validate: bool = True) -> None:
         for name, dtype in (("node_type", np.int8), ("child_ptr", np.int64), ("children", np.int64),
                             ("log_w", np.float64), ("leaf_var", np.int64), ("leaf_val", np.int64),
                             ("cardinalities", np.int64)):
             arr = np.ascontiguousarray(getattr(self, name), dtype=dtype)
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
-        self._validate()
+        if validate:
+            self._validate()
 
     # -- sizes -------------------------------------------------------------------------------------
     @property

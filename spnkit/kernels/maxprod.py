@@ -1,0 +1,111 @@
+"""Max-product (best tree) and brute-force enumeration over a (reduced) FlatSPN."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .passes import log_value
+
+
+@nb.njit(cache=True)
+def max_product_pass(node_type, child_ptr, children, log_w, out):
+    """Upward pass with max at sum nodes (products add): ``out[i]`` = best induced-tree value below node i."""
+    for i in range(node_type.shape[0]):
+        t = node_type[i]
+        if t == 0:
+            out[i] = 0.0
+        elif t == 1:
+            best = -np.inf
+            for j in range(child_ptr[i], child_ptr[i + 1]):
+                s = log_w[j] + out[children[j]]
+                if s > best:
+                    best = s
+            out[i] = best
+        else:
+            s = 0.0
+            for j in range(child_ptr[i], child_ptr[i + 1]):
+                s += out[children[j]]
+            out[i] = s
+
+
+@nb.njit(cache=True)
+def descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score, n_vars):
+    """Top-down: at each reached sum node follow the child maximising ``log_w + score[child]`` (the first
+    one on ties), at products follow every child; each reached leaf sets its variable. Returns int64 (n_vars,);
+    variables never reached stay 0."""
+    n = node_type.shape[0]
+    x = np.zeros(n_vars, dtype=np.int64)
+    stack = np.empty(n, dtype=np.int64)
+    top = 1
+    stack[0] = n - 1
+    while top > 0:
+        top -= 1
+        i = stack[top]
+        t = node_type[i]
+        if t == 0:
+            x[leaf_var[i]] = leaf_val[i]
+        elif t == 1:
+            best = -np.inf
+            bj = child_ptr[i]
+            for j in range(child_ptr[i], child_ptr[i + 1]):
+                s = log_w[j] + score[children[j]]
+                if s > best:
+                    best = s
+                    bj = j
+            stack[top] = children[bj]
+            top += 1
+        else:
+            for j in range(child_ptr[i], child_ptr[i + 1]):
+                stack[top] = children[j]
+                top += 1
+    return x
+
+
+@nb.njit(cache=True)
+def best_tree(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_vars):
+    """BT / max-product (Poon & Domingos 2011): ``(x, best tree log value)``. Tie rule: first child."""
+    m = np.empty(node_type.shape[0], dtype=np.float64)
+    max_product_pass(node_type, child_ptr, children, log_w, m)
+    return descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, m, n_vars), m[-1]
+
+
+@nb.njit(cache=True)
+def normalized_greedy(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_vars):
+    """NG: descend by ``log_w + log Z(child)`` with Z the marginal (every indicator 1) of each node.
+
+    On a normalised SPN this follows the largest weight; on a reduced network evidence and hidden mass are
+    folded into the weights. This is what SPFlow and deeprob-kit call "MPE". Tie rule: first child.
+    """
+    z = np.empty(node_type.shape[0], dtype=np.float64)
+    ones = np.full(n_vars, -1, dtype=np.int64)
+    log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ones, z)
+    return descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, z, n_vars)
+
+
+@nb.njit(cache=True)
+def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards):
+    """Enumerate every assignment (mixed radix, last variable fastest); return ``(best_x, best_log_value)``.
+
+    Tie rule: the first maximum in that order.
+    """
+    nv = cards.shape[0]
+    x = np.zeros(nv, dtype=np.int64)
+    best_x = x.copy()
+    best = -np.inf
+    buf = np.empty(node_type.shape[0], dtype=np.float64)
+    while True:
+        v = log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, buf)
+        if v > best:
+            best = v
+            best_x[:] = x
+        k = nv - 1
+        while k >= 0:
+            x[k] += 1
+            if x[k] < cards[k]:
+                break
+            x[k] = 0
+            k -= 1
+        if k < 0:
+            break
+    return best_x, best

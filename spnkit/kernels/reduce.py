@@ -1,0 +1,114 @@
+"""The linear-time MAP -> MAX reduction (Mei, Jiang & Tu 2018, Theorem; ``MAP2MAX`` in their code).
+
+Evidence indicators become 1/0, hidden ones 1; every sub-network without a query variable collapses to a
+constant, which is pushed into its parent's sum-edge weight (or carried up through products). The result is an
+SPN over the query variables whose value at q is ``S(q, e)`` with the hidden variables summed out.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True)
+def reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, qindex):
+    """Return the reduced network's arrays ``(node_type, child_ptr, children, log_w, leaf_var, leaf_val)``,
+    or empty arrays when no query variable is in the root's scope.
+
+    role : int8 (n_vars,) 0 query / 1 evidence / 2 hidden; value : int64 evidence values;
+    qindex : int64 (n_vars,), compact index of each query variable (-1 for the others).
+    """
+    n = node_type.shape[0]
+    keep = np.zeros(n, dtype=np.bool_)
+    c = np.zeros(n, dtype=np.float64)          # constant log-factor carried by node i
+    for i in range(n):
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            v = leaf_var[i]
+            r = role[v]
+            if r == 0:
+                keep[i] = True
+            elif r == 1 and value[v] != leaf_val[i]:
+                c[i] = -np.inf
+        elif t == 1:
+            if keep[children[a]]:              # completeness: then every child is kept
+                keep[i] = True
+            else:
+                m = -np.inf
+                for j in range(a, b):
+                    s = log_w[j] + c[children[j]]
+                    if s > m:
+                        m = s
+                if m == -np.inf:
+                    c[i] = -np.inf
+                else:
+                    acc = 0.0
+                    for j in range(a, b):
+                        acc += np.exp(log_w[j] + c[children[j]] - m)
+                    c[i] = m + np.log(acc)
+        else:
+            s = 0.0
+            kept = False
+            for j in range(a, b):
+                s += c[children[j]]
+                if keep[children[j]]:
+                    kept = True
+            c[i] = s
+            keep[i] = kept
+    root = n - 1
+    if not keep[root]:
+        e = np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int8), np.zeros(1, dtype=np.int64), e, np.zeros(0), e, e
+    wrap = node_type[root] != 1 and c[root] != 0.0
+    new_id = np.full(n, -1, dtype=np.int64)
+    n_new = 0
+    n_edges = 0
+    for i in range(n):
+        if keep[i]:
+            new_id[i] = n_new
+            n_new += 1
+            if node_type[i] == 1:
+                n_edges += child_ptr[i + 1] - child_ptr[i]
+            elif node_type[i] == 2:
+                for j in range(child_ptr[i], child_ptr[i + 1]):
+                    if keep[children[j]]:
+                        n_edges += 1
+    total = n_new + (1 if wrap else 0)
+    o_type = np.empty(total, dtype=np.int8)
+    o_ptr = np.zeros(total + 1, dtype=np.int64)
+    o_ch = np.empty(n_edges + (1 if wrap else 0), dtype=np.int64)
+    o_w = np.zeros(n_edges + (1 if wrap else 0), dtype=np.float64)
+    o_var = np.full(total, -1, dtype=np.int64)
+    o_val = np.full(total, -1, dtype=np.int64)
+    e = 0
+    for i in range(n):
+        if not keep[i]:
+            continue
+        k = new_id[i]
+        t = node_type[i]
+        o_type[k] = t
+        if t == 0:
+            o_var[k] = qindex[leaf_var[i]]
+            o_val[k] = leaf_val[i]
+        elif t == 1:
+            for j in range(child_ptr[i], child_ptr[i + 1]):
+                ch = children[j]
+                o_ch[e] = new_id[ch]
+                o_w[e] = log_w[j] + c[ch]      # push the child's constant into the edge
+                e += 1
+        else:
+            for j in range(child_ptr[i], child_ptr[i + 1]):
+                ch = children[j]
+                if keep[ch]:
+                    o_ch[e] = new_id[ch]
+                    e += 1
+        o_ptr[k + 1] = e
+    if wrap:                                   # a new sum root keeps the root's constant factor
+        o_type[n_new] = 1
+        o_ch[e] = n_new - 1
+        o_w[e] = c[root]
+        e += 1
+        o_ptr[n_new + 1] = e
+    return o_type, o_ptr, o_ch, o_w, o_var, o_val

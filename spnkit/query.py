@@ -1,0 +1,131 @@
+"""MAP queries: which variables are queried (Q), observed (E = e) and summed out (H).
+
+The authors' query line has one symbol per variable: ``?`` query, ``*`` hidden, a digit = evidence value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from .errors import QueryError
+
+QUERY: int = 0
+EVIDENCE: int = 1
+HIDDEN: int = 2
+
+
+class Query:
+    """A partition of the variables into query, evidence (with values) and hidden.
+
+    Parameters
+    ----------
+    n_vars : number of variables of the SPN the query is for.
+    query : query variables. ``None`` means every variable not in ``evidence`` or ``hidden``.
+    evidence : ``{var: value}``.
+    hidden : variables summed out. ``None`` means every variable not in ``query`` or ``evidence``.
+
+    Attributes
+    ----------
+    role : int8 array, shape (n_vars,): ``QUERY`` (0), ``EVIDENCE`` (1) or ``HIDDEN`` (2).
+    value : int64 array, shape (n_vars,): the evidence value, -1 elsewhere.
+    """
+
+    def __init__(self, n_vars: int, query: Iterable[int] | None = None,
+                 evidence: Mapping[int, int] | None = None, hidden: Iterable[int] | None = None):
+        if int(n_vars) < 1:
+            raise QueryError(f"n_vars={n_vars}; expected >= 1")
+        n = int(n_vars)
+        evidence = dict(evidence or {})
+        q = None if query is None else [int(v) for v in query]
+        h = None if hidden is None else [int(v) for v in hidden]
+        listed = [*(q or []), *evidence, *(h or [])]
+        for v in listed:
+            if not 0 <= int(v) < n:
+                raise QueryError(f"variable {v} is out of range 0..{n - 1}")
+        if len(set(listed)) != len(listed):
+            dup = sorted({v for v in listed if listed.count(v) > 1})
+            raise QueryError(f"variables {dup} are listed more than once across query/evidence/hidden")
+        role = np.full(n, -1, dtype=np.int8)
+        value = np.full(n, -1, dtype=np.int64)
+        for v, x in evidence.items():
+            if int(x) < 0:
+                raise QueryError(f"evidence value {x} for variable {v} is negative")
+            role[int(v)], value[int(v)] = EVIDENCE, int(x)
+        for v in h or []:
+            role[v] = HIDDEN
+        for v in q or []:
+            role[v] = QUERY
+        role[role == -1] = QUERY if q is None else HIDDEN
+        self.role, self.value = role, value
+        self.role.setflags(write=False)
+        self.value.setflags(write=False)
+
+    @classmethod
+    def parse(cls, line: str) -> Query:
+        """From the authors' query line, e.g. ``"??*01?"`` (commas and spaces between symbols are allowed)."""
+        symbols = [c for c in line.strip() if c not in ", \t"]
+        if not symbols:
+            raise QueryError("empty query line; expected one of '?', '*' or a digit per variable")
+        q, e, h = [], {}, []
+        for i, c in enumerate(symbols):
+            if c == "?":
+                q.append(i)
+            elif c == "*":
+                h.append(i)
+            elif c.isdigit():
+                e[i] = int(c)
+            else:
+                raise QueryError(f"symbol {c!r} at position {i} of the query line; expected '?' (query), "
+                                 "'*' (hidden) or a digit (evidence)")
+        return cls(len(symbols), query=q, evidence=e, hidden=h)
+
+    # -- views -----------------------------------------------------------------------------------
+    @property
+    def n_vars(self) -> int:
+        return int(self.role.shape[0])
+
+    @property
+    def query_vars(self) -> np.ndarray:
+        return np.flatnonzero(self.role == QUERY)
+
+    @property
+    def evidence_vars(self) -> np.ndarray:
+        return np.flatnonzero(self.role == EVIDENCE)
+
+    @property
+    def hidden_vars(self) -> np.ndarray:
+        return np.flatnonzero(self.role == HIDDEN)
+
+    def to_line(self) -> str:
+        """The authors' query line (evidence values above 9 cannot be written in it)."""
+        if np.any(self.value > 9):
+            raise QueryError("evidence values above 9 cannot be written as a query line")
+        return "".join("?" if r == QUERY else "*" if r == HIDDEN else str(int(v))
+                       for r, v in zip(self.role, self.value, strict=True))
+
+    def __repr__(self) -> str:
+        counts = f"Q={len(self.query_vars)}, E={len(self.evidence_vars)}, H={len(self.hidden_vars)}"
+        line = self.to_line() if self.n_vars <= 40 and not np.any(self.value > 9) else "..."
+        return f"Query({counts}: {line!r})"
+
+    def check(self, spn) -> None:
+        """Raise :class:`QueryError` unless this query fits ``spn`` (length, evidence values, >= 1 query var)."""
+        if self.n_vars != spn.n_vars:
+            raise QueryError(f"the query has {self.n_vars} variables; the SPN has {spn.n_vars}")
+        ev = self.evidence_vars
+        bad = ev[self.value[ev] >= spn.cardinalities[ev]]
+        if bad.size:
+            v = int(bad[0])
+            raise QueryError(f"evidence X{v} = {int(self.value[v])} is out of range for a variable of cardinality "
+                             f"{int(spn.cardinalities[v])}")
+        if not self.query_vars.size:
+            raise QueryError("the query has no query variable ('?'); MAP needs at least one")
+
+    def complete(self, q_values: np.ndarray) -> np.ndarray:
+        """Full assignment (n_vars,): evidence values, ``q_values`` on the query variables, -1 on hidden ones."""
+        x = self.value.copy()
+        x[self.role == HIDDEN] = -1
+        x[self.query_vars] = q_values
+        return x

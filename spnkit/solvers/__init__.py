@@ -1,0 +1,1 @@
+"""MAP solvers. Each works on the reduced MAX network (see :func:`spnkit.reduce`)."""

@@ -1,0 +1,154 @@
+"""MAP -> MAX reduction, best tree and brute force against enumeration of the original SPN."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spnkit
+from spnkit import FlatSPN, Query, QueryError
+
+from .random_spns import naive_value, random_spn, spn_seeds
+
+
+@st.composite
+def spn_and_query(draw, max_vars=6):
+    spn = random_spn(draw(spn_seeds), n_vars=draw(st.integers(2, max_vars)), normalised=draw(st.booleans()))
+    roles = draw(st.lists(st.integers(0, 2), min_size=spn.n_vars, max_size=spn.n_vars))
+    if 0 not in roles:
+        roles[draw(st.integers(0, spn.n_vars - 1))] = 0
+    evidence = {v: draw(st.integers(0, int(spn.cardinalities[v]) - 1)) for v, r in enumerate(roles) if r == 1}
+    q = Query(spn.n_vars, query=[v for v, r in enumerate(roles) if r == 0], evidence=evidence,
+              hidden=[v for v, r in enumerate(roles) if r == 2])
+    return spn, q
+
+
+def enumerate_map(spn: FlatSPN, q: Query):
+    """Oracle: every assignment of the query variables, scored on the ORIGINAL network (hidden marginalised)."""
+    cards = spn.cardinalities[q.query_vars]
+    xs = np.array(list(itertools.product(*[range(int(c)) for c in cards])), dtype=np.int64)
+    full = np.array([q.complete(x) for x in xs])
+    return xs, full, spn.log_prob(full)
+
+
+@settings(max_examples=80, deadline=None)
+@given(spn_and_query())
+def test_reduced_network_equals_the_original_with_evidence_and_hidden_summed_out(case):
+    spn, q = case
+    red = spnkit.reduce(spn, q)
+    assert red.n_vars == len(q.query_vars)
+    FlatSPN(node_type=red.node_type, child_ptr=red.child_ptr, children=red.children, log_w=red.log_w,
+            leaf_var=red.leaf_var, leaf_val=red.leaf_val, cardinalities=red.cardinalities)  # a valid SPN
+    xs, full, want = enumerate_map(spn, q)
+    np.testing.assert_allclose(red.log_prob(xs), want, rtol=0, atol=1e-9)
+    x0 = full[0]
+    assert np.isclose(np.log(naive_value(spn, x0)) if naive_value(spn, x0) > 0 else -np.inf, want[0], atol=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(spn_and_query())
+def test_brute_is_the_optimum_and_best_tree_never_exceeds_it(case):
+    spn, q = case
+    xs, full, scores = enumerate_map(spn, q)
+    brute = spnkit.map(spn, q, method="brute")
+    approx = [spnkit.map(spn, q, method=m) for m in ("bt", "ng")]
+    assert brute.exact and brute.log_value == pytest.approx(scores.max(), abs=1e-9)
+    assert brute.upper_bound == pytest.approx(brute.log_value, abs=1e-9)
+    assert all(r.log_value <= brute.log_value + 1e-9 and not r.exact for r in approx)
+    for r in [brute, *approx]:
+        a = r.assignment
+        assert np.all(a[q.evidence_vars] == q.value[q.evidence_vars]) and np.all(a[q.hidden_vars] == -1)
+        assert np.all((0 <= a[q.query_vars]) & (a[q.query_vars] < spn.cardinalities[q.query_vars]))
+        assert r.log_value == pytest.approx(float(spn.log_prob(a)[0]), abs=1e-12)
+
+
+def _n_trees(spn: FlatSPN) -> int:
+    n = []
+    for i in range(spn.n_nodes):
+        ch = spn.children[spn.child_ptr[i]:spn.child_ptr[i + 1]]
+        t = int(spn.node_type[i])
+        n.append(1 if t == 0 else sum(n[c] for c in ch) if t == 1 else int(np.prod([n[c] for c in ch])))
+    return n[-1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(spn_and_query(max_vars=5), st.integers(1, 40))
+def test_k_best_tree_sits_between_best_tree_and_the_optimum(case, k):
+    spn, q = case
+    bt = spnkit.map(spn, q, method="bt")
+    kbt1 = spnkit.map(spn, q, method="kbt", k=1)
+    kbt = spnkit.map(spn, q, method="kbt", k=k)
+    brute = spnkit.map(spn, q, method="brute")
+    assert kbt1.assignment.tolist() == bt.assignment.tolist()      # K = 1 is max-product, same tie rule
+    assert bt.log_value - 1e-9 <= kbt.log_value <= brute.log_value + 1e-9
+    if _n_trees(spnkit.reduce(spn, q)) <= k:                       # every tree decoded: the MAP is among them
+        assert kbt.log_value == pytest.approx(brute.log_value, abs=1e-9)
+
+
+def test_nltcs_max_by_every_method(nltcs_path):
+    spn = spnkit.load(nltcs_path)
+    q = Query.parse("?" * 16)
+    for method in ("bt", "ng", "kbt", "brute"):
+        r = spnkit.map(spn, q, method=method)
+        assert r.log_value == pytest.approx(-1.7356024190, abs=1e-9)
+        assert r.assignment.tolist() == [0] * 16
+
+
+def test_best_tree_and_normalized_greedy_follow_their_definitions_on_a_hand_built_spn():
+    """S = 0.5 [X0=0] (0.5 [X1=0] + 0.5 [X1=1]) + 0.45 [X0=1] (0.9 [X1=0] + 0.1 [X1=1]).
+
+    Max-product: the trees through the first branch are worth 0.25, the best through the second 0.405, so BT
+    returns (1, 0), which is the MAP. NG compares weight x marginal, 0.5 x 1 > 0.45 x 1, takes the first
+    branch and returns (0, 0) (first child on the X1 tie), worth 0.25.
+    """
+    lw = np.log
+    spn = FlatSPN(
+        node_type=[0, 0, 0, 0, 1, 1, 2, 2, 1],
+        child_ptr=[0, 0, 0, 0, 0, 2, 4, 6, 8, 10],
+        children=[2, 3, 2, 3, 0, 4, 1, 5, 6, 7],
+        log_w=[lw(.5), lw(.5), lw(.9), lw(.1), 0, 0, 0, 0, lw(.5), lw(.45)],
+        leaf_var=[0, 0, 1, 1, -1, -1, -1, -1, -1], leaf_val=[0, 1, 0, 1, -1, -1, -1, -1, -1],
+        cardinalities=[2, 2], validate=True)
+    q = Query.parse("??")
+    assert spnkit.map(spn, q, method="bt").assignment.tolist() == [1, 0]
+    assert spnkit.map(spn, q, method="ng").assignment.tolist() == [0, 0]
+    assert spnkit.map(spn, q, method="brute").assignment.tolist() == [1, 0]  # 0.405 > 0.25
+
+
+def test_query_line_round_trip_and_parse_errors():
+    q = Query.parse("??*01?")
+    assert q.to_line() == "??*01?" and q.query_vars.tolist() == [0, 1, 5] and q.hidden_vars.tolist() == [2]
+    assert Query.parse("?,?,*,0,1,?").to_line() == "??*01?"
+    with pytest.raises(QueryError, match="symbol 'x' at position 2"):
+        Query.parse("??x")
+    with pytest.raises(QueryError, match="more than once"):
+        Query(4, query=[0, 1], evidence={1: 0})
+    with pytest.raises(QueryError, match="out of range"):
+        Query(4, query=[4])
+    assert Query(4, evidence={0: 1}).query_vars.tolist() == [1, 2, 3]         # unlisted -> query
+    assert Query(4, query=[0], evidence={1: 1}).hidden_vars.tolist() == [2, 3]  # unlisted -> hidden
+
+
+def test_queries_that_do_not_fit_the_spn_are_refused():
+    spn = random_spn(3, n_vars=4, max_card=2)
+    with pytest.raises(QueryError, match="the SPN has 4"):
+        spnkit.map(spn, Query.parse("??"))
+    with pytest.raises(QueryError, match="out of range for a variable of cardinality 2"):
+        spnkit.map(spn, Query.parse("?3??"))
+    with pytest.raises(QueryError, match="no query variable"):
+        spnkit.map(spn, Query.parse("0*1*"))
+    with pytest.raises(QueryError, match="unknown method"):
+        spnkit.map(spn, Query.parse("????"), method="magic")
+    with pytest.raises(QueryError, match="k >= 1"):
+        spnkit.map(spn, Query.parse("????"), method="kbt", k=0)
+
+
+def test_brute_refuses_more_than_25_query_variables():
+    spn = random_spn(5, n_vars=26, max_card=2)
+    with pytest.raises(QueryError, match="26 query variables"):
+        spnkit.map(spn, Query(26), method="brute")
+    assert spnkit.map(spn, Query(26), method="bt").assignment.shape == (26,)
