@@ -7,15 +7,16 @@ from pathlib import Path
 
 from .errors import SPNFormatError
 from .flat_spn import FlatSPN
-from .formats import maxspn
+from .formats import maxspn, node_link_json, pyspn
 
-READERS = {"maxspn": maxspn.parse}
+READERS = {"maxspn": maxspn.parse, "pyspn": pyspn.parse, "json": node_link_json.parse}
 WRITERS = {"maxspn": maxspn.dumps}
 
 
 def detect_format(text: str) -> str:
-    if maxspn.looks_like(text):
-        return "maxspn"
+    for name, mod in (("maxspn", maxspn), ("json", node_link_json), ("pyspn", pyspn)):
+        if mod.looks_like(text):
+            return name
     head = text.lstrip()[:40]
     raise SPNFormatError(f"cannot tell the format of a file starting {head!r}; supported: "
                          f"{', '.join(READERS)} (pass format=... to say which)")

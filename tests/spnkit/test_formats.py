@@ -1,0 +1,117 @@
+"""pyspn and node-link JSON readers: the shared benchmark files, an independent JSON evaluator, bad files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import spnkit
+from spnkit import SPNFormatError, SPNStructureError
+from spnkit.flat_spn import LEAF, SUM
+
+from .conftest import shared_file
+from .random_spns import random_spn, spn_seeds
+
+
+def to_pyspn(spn) -> str:
+    """Test-side writer: reversed ids (the reader must not rely on them), linear weights."""
+    rid = {i: 10 * (spn.n_nodes - i) + 7 for i in range(spn.n_nodes)}
+    lines = []
+    for i in range(spn.n_nodes):
+        a, b = spn.child_ptr[i], spn.child_ptr[i + 1]
+        if spn.node_type[i] == LEAF:
+            lines.append(f"indicator {rid[i]} {spn.leaf_var[i]} {spn.leaf_val[i]}")
+        elif spn.node_type[i] == SUM:
+            lines.append(f"+ {rid[i]} " + " ".join(f"{rid[int(spn.children[j])]} {math.exp(spn.log_w[j])!r}"
+                                                     for j in range(a, b)))
+        else:
+            lines.append(f"* {rid[i]} " + " ".join(str(rid[int(c)]) for c in spn.children[a:b]))
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=30, deadline=None)
+@given(spn_seeds)
+def test_pyspn_reader_gives_the_same_network(seed):
+    spn = random_spn(seed, n_vars=5)
+    back = spnkit.io.READERS["pyspn"](to_pyspn(spn))
+    X = np.array([[-1] * 5, [0] * 5, [1, 0, 1, 0, -1]])
+    X = np.minimum(X, spn.cardinalities - 1)
+    np.testing.assert_allclose(back.log_prob(X), spn.log_prob(X), atol=1e-12)
+    assert back.n_nodes == spn.n_nodes and back.n_edges == spn.n_edges
+
+
+def test_pac_map_nltcs_spn():
+    spn = spnkit.load(shared_file("spn/pyspn/nltcs/nltcs_em.spn"))
+    assert (spn.n_nodes, spn.n_edges, spn.n_vars) == (1855, 4280, 16) and abs(spn.log_partition()) < 1e-9
+
+
+def json_log_prob(data: dict, x) -> float:
+    """Independent evaluator of the JSON graph itself (Bernoulli leaves, linear weights)."""
+    nodes = {n["id"]: n for n in data["nodes"]}
+    kids: dict = {}
+    for ln in data["links"]:
+        kids.setdefault(ln["target"], {})[ln["idx"]] = ln["source"]
+    parents = {ln["source"] for ln in data["links"]}
+    (root,) = [i for i in nodes if i not in parents]
+    memo: dict = {}
+
+    def val(i):
+        if i not in memo:
+            n = nodes[i]
+            ch = [kids[i][k] for k in sorted(kids.get(i, {}))]
+            if n["class"] == "Sum":
+                memo[i] = sum(w * val(c) for w, c in zip(n["weights"], ch, strict=True))
+            elif n["class"] == "Product":
+                memo[i] = math.prod(val(c) for c in ch)
+            else:
+                p, v = n["params"]["p"], x[n["scope"][0]]
+                memo[i] = 1.0 if v < 0 else (p if v == 1 else 1 - p)
+        return memo[i]
+
+    return math.log(val(root))
+
+
+@pytest.mark.parametrize("name", ["nltcs", "plants"])
+def test_json_spns_match_an_independent_evaluation(name):
+    path = shared_file(f"spn/json/{name}/spn.json")
+    data = json.loads(path.read_text())
+    spn = spnkit.load(path)
+    rng = np.random.default_rng(0)
+    X = rng.integers(-1, 2, size=(5, spn.n_vars))
+    for x, got in zip(X, spn.log_prob(X), strict=True):
+        assert got == pytest.approx(json_log_prob(data, x), abs=1e-9)
+    assert abs(spn.log_partition()) < 1e-6   # weights have 8 significant digits
+
+
+def test_categorical_spnetworks_file_loads():
+    spn = spnkit.load(shared_file("spn/spnetworks/breast-cancer.spn"))
+    assert spn.n_vars == 10 and int(spn.cardinalities.max()) == 13 and abs(spn.log_partition()) < 1e-9
+
+
+@pytest.mark.parametrize("text, err, what", [
+    ("indicator 0 0 0\nindicator 1 0 1\n+ 2 0 0.5 1 -0.5\n", SPNFormatError, ":3"),
+    ("indicator 0 0 0\nindicator 1 0 1\n+ 2 0 0.5 9 0.5\n", SPNFormatError, "never defined"),
+    ("indicator 0 0 0\nindicator 0 0 1\n", SPNFormatError, "defined twice"),
+    ("indicator 0 0 0\nindicator 1 0 1\n+ 2 0 0.5 1 0.5\n+ 3 0 0.5 1 0.5\n", SPNStructureError, "one root"),
+    ("indicator 0 0 0\n* 1 2\n* 2 1\n+ 3 0 1.0\n", SPNStructureError, "root"),
+    ("gaussian 0 0 0.0 1.0\n", SPNFormatError, "Gaussian"),
+])
+def test_malformed_pyspn(tmp_path, text, err, what):
+    p = tmp_path / "bad.spn"
+    p.write_text(text)
+    with pytest.raises(err, match=what):
+        spnkit.load(p, format="pyspn")
+
+
+def test_malformed_json(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text('{"nodes": [{"id": 0, "class": "Gaussian", "scope": [0]}], "links": []}')
+    with pytest.raises(SPNFormatError, match="unsupported node class 'Gaussian'"):
+        spnkit.load(p)
+    p.write_text("{not json")
+    with pytest.raises(SPNFormatError, match="node-link"):
+        spnkit.load(p)
