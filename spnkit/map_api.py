@@ -8,6 +8,7 @@ import numpy as np
 
 from .errors import QueryError
 from .flat_spn import FlatSPN
+from .kernels.beam import beam_search
 from .kernels.k_best import k_best_tree_map
 from .kernels.maxprod import best_tree, brute_force, normalized_greedy
 from .kernels.reduce import reduce_to_max
@@ -54,6 +55,14 @@ def _kbt(red: FlatSPN, k: int = 100, **_):
     return x, False, None
 
 
+def _bs(red: FlatSPN, beam: int = 10, seed: int = 0, max_rounds: int = 10_000, **_):
+    if int(beam) < 1:
+        raise QueryError(f"beam={beam}; beam search needs beam >= 1")
+    x, _v, _r = beam_search(red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var, red.leaf_val,
+                            red.cardinalities, int(beam), int(seed), int(max_rounds))
+    return x, False, None
+
+
 def _brute(red: FlatSPN, **_):
     n = red.n_vars
     if n > BRUTE_MAX_VARS:
@@ -64,13 +73,14 @@ def _brute(red: FlatSPN, **_):
     return x, True, float(best)
 
 
-METHODS = {"bt": _bt, "ng": _ng, "kbt": _kbt, "brute": _brute}
+METHODS = {"bt": _bt, "ng": _ng, "bs": _bs, "kbt": _kbt, "brute": _brute}
 
 
 def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noqa: A001 - spnkit.map by design
     """Solve one MAP query: the assignment of ``q``'s query variables maximising ``P(q, e)`` (hidden summed out).
 
-    Methods so far: ``"bt"`` (max-product / best tree), ``"ng"`` (normalized greedy), ``"kbt"`` (K-best
+    Methods so far: ``"bt"`` (max-product / best tree), ``"ng"`` (normalized greedy), ``"bs"`` (beam search,
+    ``beam=10``, ``seed=0``), ``"kbt"`` (K-best
     tree, ``k=100``), ``"brute"``
     (enumeration; exact; refuses more than 25 query variables). Approximate methods report the exact
     ``log_value`` of the assignment they return.
