@@ -6,6 +6,22 @@ import numba as nb
 import numpy as np
 
 
+@nb.njit(cache=True, inline="always")
+def sum_edges(a, b, children, log_w, vals):
+    """``log Σ_j exp(log_w[j] + vals[children[j]])`` over edges a..b-1; max-shifted, exactly -inf when all are."""
+    m = -np.inf
+    for j in range(a, b):
+        s = log_w[j] + vals[children[j]]
+        if s > m:
+            m = s
+    if m == -np.inf:
+        return -np.inf
+    acc = 0.0
+    for j in range(a, b):
+        acc += np.exp(log_w[j] + vals[children[j]] - m)
+    return m + np.log(acc)
+
+
 @nb.njit(cache=True, fastmath=False)
 def log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out):
     """Evaluate ``log S`` at one assignment; fills ``out`` (float64, shape (n_nodes,)) and returns the root's.
@@ -20,18 +36,7 @@ def log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out)
             xv = x[leaf_var[i]]
             out[i] = 0.0 if (xv < 0 or xv == leaf_val[i]) else -np.inf
         elif t == 1:
-            m = -np.inf
-            for j in range(child_ptr[i], child_ptr[i + 1]):
-                s = log_w[j] + out[children[j]]
-                if s > m:
-                    m = s
-            if m == -np.inf:
-                out[i] = -np.inf
-            else:
-                acc = 0.0
-                for j in range(child_ptr[i], child_ptr[i + 1]):
-                    acc += np.exp(log_w[j] + out[children[j]] - m)
-                out[i] = m + np.log(acc)
+            out[i] = sum_edges(child_ptr[i], child_ptr[i + 1], children, log_w, out)
         else:
             acc = 0.0
             for j in range(child_ptr[i], child_ptr[i + 1]):

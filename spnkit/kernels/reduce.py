@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .passes import sum_edges
+
 
 @nb.njit(cache=True)
 def reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, qindex):
@@ -36,18 +38,7 @@ def reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rol
             if keep[children[a]]:              # completeness: then every child is kept
                 keep[i] = True
             else:
-                m = -np.inf
-                for j in range(a, b):
-                    s = log_w[j] + c[children[j]]
-                    if s > m:
-                        m = s
-                if m == -np.inf:
-                    c[i] = -np.inf
-                else:
-                    acc = 0.0
-                    for j in range(a, b):
-                        acc += np.exp(log_w[j] + c[children[j]] - m)
-                    c[i] = m + np.log(acc)
+                c[i] = sum_edges(a, b, children, log_w, c)
         else:
             s = 0.0
             kept = False
