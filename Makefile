@@ -10,10 +10,13 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
-# Benchmark data is read from ../shared/data when it sits beside the project; otherwise spnkit
-# downloads what it needs into ~/.cache/spnkit (see data/README.md).
-SHARED_DATA := $(abspath ../shared/data)
-ifneq ($(wildcard $(SHARED_DATA)),)
+# Benchmark data is read from ../shared/data when it sits beside the project (or beside the local
+# repository this one was cloned from); otherwise spnkit downloads what it needs into ~/.cache/spnkit
+# (see data/README.md).
+_origin := $(shell git config --get remote.origin.url 2>/dev/null)
+SHARED_DATA := $(firstword $(wildcard $(abspath ../shared/data) \
+                 $(if $(filter /%,$(_origin)),$(abspath $(_origin)/../shared/data))))
+ifneq ($(SHARED_DATA),)
 export SPNKIT_DATA ?= $(SHARED_DATA)
 endif
 export HF_HUB_OFFLINE := 1
