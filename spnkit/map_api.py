@@ -10,7 +10,7 @@ from .errors import QueryError
 from .flat_spn import FlatSPN
 from .kernels.beam import beam_search
 from .kernels.k_best import k_best_tree_map
-from .kernels.maxprod import best_tree, brute_force, normalized_greedy
+from .kernels.maxprod import argmax_product, best_tree, brute_force, normalized_greedy
 from .kernels.reduce import reduce_to_max
 from .query import Query
 from .solvers.base import MapResult
@@ -55,6 +55,12 @@ def _kbt(red: FlatSPN, k: int = 100, **_):
     return x, False, None
 
 
+def _amap(red: FlatSPN, **_):
+    x, _evals = argmax_product(red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var,
+                               red.leaf_val, red.n_vars)
+    return x, False, None
+
+
 def _bs(red: FlatSPN, beam: int = 10, seed: int = 0, max_rounds: int = 10_000, **_):
     if int(beam) < 1:
         raise QueryError(f"beam={beam}; beam search needs beam >= 1")
@@ -73,13 +79,14 @@ def _brute(red: FlatSPN, **_):
     return x, True, float(best)
 
 
-METHODS = {"bt": _bt, "ng": _ng, "bs": _bs, "kbt": _kbt, "brute": _brute}
+METHODS = {"bt": _bt, "ng": _ng, "amap": _amap, "bs": _bs, "kbt": _kbt, "brute": _brute}
 
 
 def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noqa: A001 - spnkit.map by design
     """Solve one MAP query: the assignment of ``q``'s query variables maximising ``P(q, e)`` (hidden summed out).
 
-    Methods so far: ``"bt"`` (max-product / best tree), ``"ng"`` (normalized greedy), ``"bs"`` (beam search,
+    Methods so far: ``"bt"`` (max-product / best tree), ``"ng"`` (normalized greedy), ``"amap"`` (argmax-product,
+    quadratic), ``"bs"`` (beam search,
     ``beam=10``, ``seed=0``), ``"kbt"`` (K-best
     tree, ``k=100``), ``"brute"``
     (enumeration; exact; refuses more than 25 query variables). Approximate methods report the exact

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import log_value
+from .passes import log_value, log_value_upto
 
 
 @nb.njit(cache=True)
@@ -109,3 +109,44 @@ def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
         if k < 0:
             break
     return best_x, best
+
+
+@nb.njit(cache=True)
+def argmax_product(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_vars):
+    """AMAP, ArgMax-Product (Conaty, Mauá & de Campos 2017): ``(x, n_evaluations)``.
+
+    Upward, each node gets a candidate assignment of its scope: a leaf its own value, a product the union of
+    its children's, a sum the child candidate under which the sum node itself is largest (the prefix network
+    evaluated at each child's candidate: quadratic). Tie rule: the first child. Unreached variables stay 0.
+    """
+    n = node_type.shape[0]
+    cand = np.full((n, n_vars), -1, dtype=np.int64)
+    buf = np.empty(n)
+    evals = 0
+    for i in range(n):
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            cand[i, leaf_var[i]] = leaf_val[i]
+        elif t == 2:
+            for j in range(a, b):
+                c = children[j]
+                for v in range(n_vars):
+                    if cand[c, v] >= 0:
+                        cand[i, v] = cand[c, v]
+        else:
+            best = -np.inf
+            bj = a
+            for j in range(a, b):
+                v = log_value_upto(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cand[children[j]],
+                                   buf, i)
+                evals += 1
+                if v > best:
+                    best = v
+                    bj = j
+            cand[i] = cand[children[bj]]
+    x = cand[n - 1].copy()
+    for v in range(n_vars):
+        if x[v] < 0:
+            x[v] = 0
+    return x, evals

@@ -23,14 +23,13 @@ def sum_edges(a, b, children, log_w, vals):
 
 
 @nb.njit(cache=True, fastmath=False)
-def log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out):
-    """Evaluate ``log S`` at one assignment; fills ``out`` (float64, shape (n_nodes,)) and returns the root's.
+def log_value_upto(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out, upto):
+    """Evaluate nodes ``0..upto`` (the prefix network up to ``upto``) at ``x``; returns ``out[upto]``.
 
     ``x`` : int64 array, shape (n_vars,); -1 marginalises a variable (all its indicators are 1).
     Sum nodes use a max-shifted logsumexp, so an all ``-inf`` sum stays ``-inf`` without NaNs.
     """
-    n = node_type.shape[0]
-    for i in range(n):
+    for i in range(upto + 1):
         t = node_type[i]
         if t == 0:
             xv = x[leaf_var[i]]
@@ -44,7 +43,13 @@ def log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out)
                 if acc == -np.inf:
                     break
             out[i] = acc
-    return out[n - 1]
+    return out[upto]
+
+
+@nb.njit(cache=True)
+def log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out):
+    """Evaluate ``log S`` at one assignment; fills ``out`` (float64, shape (n_nodes,)) and returns the root's."""
+    return log_value_upto(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out, node_type.shape[0] - 1)
 
 
 @nb.njit(cache=True)

@@ -55,7 +55,7 @@ def test_brute_is_the_optimum_and_best_tree_never_exceeds_it(case):
     spn, q = case
     xs, full, scores = enumerate_map(spn, q)
     brute = spnkit.map(spn, q, method="brute")
-    approx = [spnkit.map(spn, q, method=m) for m in ("bt", "ng")]
+    approx = [spnkit.map(spn, q, method=m) for m in ("bt", "ng", "amap")]
     assert brute.exact and brute.log_value == pytest.approx(scores.max(), abs=1e-9)
     assert brute.upper_bound == pytest.approx(brute.log_value, abs=1e-9)
     assert all(r.log_value <= brute.log_value + 1e-9 and not r.exact for r in approx)
@@ -92,7 +92,7 @@ def test_k_best_tree_sits_between_best_tree_and_the_optimum(case, k):
 def test_nltcs_max_by_every_method(nltcs_path):
     spn = spnkit.load(nltcs_path)
     q = Query.parse("?" * 16)
-    for method in ("bt", "ng", "kbt", "brute"):
+    for method in ("bt", "ng", "amap", "bs", "kbt", "brute"):
         r = spnkit.map(spn, q, method=method)
         assert r.log_value == pytest.approx(-1.7356024190, abs=1e-9)
         assert r.assignment.tolist() == [0] * 16
@@ -198,3 +198,18 @@ def test_beam_search_climbs_to_a_local_optimum_on_nltcs(nltcs_path):
             y = r.assignment.copy()
             y[v] = k
             assert spn.log_prob(y)[0] <= r.log_value + 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(spn_and_query(max_vars=6))
+def test_argmax_product_is_never_below_the_best_tree_value(case):
+    """By induction (decomposability, non-negative weights): S_i(AMAP candidate) >= best induced-tree value of i."""
+    from spnkit.kernels.maxprod import best_tree
+
+    spn, q = case
+    red = spnkit.reduce(spn, q)
+    _, tree = best_tree(red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var, red.leaf_val,
+                        red.n_vars)
+    amap = spnkit.map(spn, q, method="amap")
+    assert amap.log_value >= tree - 1e-9
+    assert amap.log_value <= spnkit.map(spn, q, method="brute").log_value + 1e-9
