@@ -10,23 +10,12 @@ from __future__ import annotations
 
 import gc
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import runtime
-
-
-@dataclass
-class Sample:
-    """One completion. ``logprobs[t]`` is the sampling policy's log-prob of ``output_ids[t]``."""
-
-    prompt_ids: list[int]
-    output_ids: list[int]
-    logprobs: np.ndarray          # float64, shape (len(output_ids),)
-    text: str
-    finish_reason: str            # "stop" | "length" | "abort"
+from .api import GenerationOutput
 
 
 class OfflineGenerator:
@@ -53,8 +42,9 @@ class OfflineGenerator:
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int = 64, temperature: float = 1.0,
-                 seed: int | None = None, ignore_eos: bool = False, progress: bool = False) -> list[Sample]:
-        """Sample one completion per prompt (token-id lists); returns them in prompt order.
+                 seed: int | None = None, ignore_eos: bool = False, progress: bool = False) -> list[GenerationOutput]:
+        """Sample one completion per prompt (token-id lists); returns them in prompt order, as the same
+        record the asyncio engine returns (every token tagged version 0: the weights never change here).
 
         ``ignore_eos=True`` always generates ``max_new_tokens`` (for throughput measurements).
         """
@@ -70,7 +60,9 @@ class OfflineGenerator:
             c = o.outputs[0]
             ids = list(c.token_ids)
             lp = np.array([d[t].logprob for t, d in zip(ids, c.logprobs, strict=True)], dtype=np.float64)
-            samples.append(Sample(list(p), ids, lp, c.text, c.finish_reason or "length"))
+            samples.append(GenerationOutput(request_id=str(o.request_id), prompt_ids=list(p), output_ids=ids,
+                                            logprobs=lp, versions=np.zeros(len(ids), dtype=np.int64),
+                                            finish_reason=c.finish_reason or "length", text=c.text))
         return samples
 
     def close(self) -> None:
@@ -89,7 +81,7 @@ class OfflineGenerator:
         self.close()
 
 
-def samples_frame(samples: list[Sample], problems=None, task=None):
+def samples_frame(samples: list[GenerationOutput], problems=None, task=None):
     """One row per sample: prompt, completion, tokens, finish reason, mean logprob (+ answer, reward)."""
     import pandas as pd
 
@@ -106,7 +98,7 @@ def samples_frame(samples: list[Sample], problems=None, task=None):
     return pd.DataFrame(rows)
 
 
-def logprob_gaps(model, samples: list[Sample]) -> np.ndarray:
+def logprob_gaps(model, samples: list[GenerationOutput]) -> np.ndarray:
     """``|engine logprob - HF recomputed logprob|`` of every generated token, concatenated (float64)."""
     from .models import token_logprobs
 

@@ -13,7 +13,7 @@ from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 
-from .errors import SPNStructureError
+from .errors import QueryError, SPNStructureError
 from .kernels.structure import STRUCT_OK, check_structure
 
 LEAF: int = 0
@@ -109,7 +109,6 @@ class FlatSPN:
         float64 array, shape (n,)
             ``log S(x)``; for a normalised SPN this is the log-probability of the observed part of ``x``.
         """
-        from .errors import QueryError
         from .kernels.passes import log_value_batch
 
         X = np.asarray(X)
