@@ -7,12 +7,12 @@ Importing spnkit never imports torch, transformers or vllm.
 from .errors import DataNotFoundError, QueryError, SPNFormatError, SPNKitError, SPNStructureError
 from .flat_spn import LEAF, PRODUCT, SUM, FlatSPN
 from .io import load, save
-from .map_api import map, reduce
+from .map_api import map, map_batch, reduce
 from .query import Query
 from .solvers.base import MapResult
 
 __all__ = [
-    "FlatSPN", "LEAF", "SUM", "PRODUCT", "load", "save", "map", "reduce", "Query", "MapResult",
+    "FlatSPN", "LEAF", "SUM", "PRODUCT", "load", "save", "map", "map_batch", "reduce", "Query", "MapResult",
     "SPNKitError", "SPNFormatError", "SPNStructureError", "QueryError", "DataNotFoundError",
 ]
 __version__ = "0.1.0"

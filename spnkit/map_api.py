@@ -1,21 +1,29 @@
-"""``spnkit.reduce`` and ``spnkit.map``: validation and dispatch; the work happens in numba kernels."""
+"""``spnkit.reduce``, ``spnkit.map`` and ``spnkit.map_batch``: validation and dispatch; the work happens in one
+numba kernel per query (``kernels.solve``)."""
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from .errors import QueryError
 from .flat_spn import FlatSPN
-from .kernels.beam import beam_search
-from .kernels.k_best import k_best_tree_map
-from .kernels.maxprod import argmax_product, best_tree, brute_force, normalized_greedy
+from .kernels.clock import deadline_ticks, ticks_per_second
 from .kernels.reduce import reduce_to_max
-from .query import Query
+from .kernels.solve import EXACT_METHODS, METHOD_CODES, NO_QUERY_IN_SCOPE, solve_batch, solve_query
+from .query import QUERY, Query
 from .solvers.base import MapResult
 
 BRUTE_MAX_VARS = 25
+METHODS = tuple(METHOD_CODES)
+DEFAULTS = {"k": 100, "beam": 10, "seed": 0, "max_rounds": 10_000, "timeout": math.inf, "check_every": 64,
+            "max_trace": 4096}
+STAT_NAMES = ("expansions", "passes", "stagings", "max_depth", "staged_nodes", "reduced_nodes")
+_NO_QUERY_MSG = "no query variable appears in the SPN (its root's scope holds none of them)"
 
 
 def reduce(spn: FlatSPN, q: Query) -> FlatSPN:
@@ -28,76 +36,113 @@ def reduce(spn: FlatSPN, q: Query) -> FlatSPN:
     arrays = reduce_to_max(spn.node_type, spn.child_ptr, spn.children, spn.log_w, spn.leaf_var, spn.leaf_val,
                            q.role, q.value, qindex)
     if arrays[0].shape[0] == 0:
-        raise QueryError("no query variable appears in the SPN (its root's scope holds none of them)")
+        raise QueryError(_NO_QUERY_MSG)
     t, ptr, ch, w, var, val = arrays
     return FlatSPN(node_type=t, child_ptr=ptr, children=ch, log_w=w, leaf_var=var, leaf_val=val,
                    cardinalities=spn.cardinalities[qvars], meta={"reduced_from": spn.meta.get("source")},
                    validate=False)
 
 
-def _bt(red: FlatSPN, **_):
-    x, _tree = best_tree(red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var, red.leaf_val,
-                         red.n_vars)
-    return x, False, None
+def _options(method: str, opts: dict) -> tuple:
+    """Validated kernel parameters ``(code, k, beam, seed, max_rounds, timeout, check_every, max_trace)``."""
+    if method not in METHOD_CODES:
+        raise QueryError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    unknown = set(opts) - set(DEFAULTS)
+    if unknown:
+        raise QueryError(f"unknown option(s) {sorted(unknown)} for spnkit.map; known: {sorted(DEFAULTS)}")
+    o = {**DEFAULTS, **opts}
+    for name in ("k", "beam", "max_rounds", "check_every", "max_trace"):
+        least = 0 if name == "max_trace" else 1
+        if int(o[name]) < least:
+            raise QueryError(f"{name}={o[name]}; expected an integer >= {least}")
+    timeout = math.inf if o["timeout"] is None else float(o["timeout"])
+    if not timeout > 0:
+        raise QueryError(f"timeout={o['timeout']}; expected seconds > 0 (or None for no limit)")
+    return (METHOD_CODES[method], int(o["k"]), int(o["beam"]), int(o["seed"]), int(o["max_rounds"]),
+            deadline_ticks(timeout), int(o["check_every"]), int(o["max_trace"]))
 
 
-def _ng(red: FlatSPN, **_):
-    x = normalized_greedy(red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var, red.leaf_val,
-                          red.n_vars)
-    return x, False, None
-
-
-def _kbt(red: FlatSPN, k: int = 100, **_):
-    if int(k) < 1:
-        raise QueryError(f"k={k}; the K-best tree method needs k >= 1")
-    x, _v, _n = k_best_tree_map(red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var,
-                                red.leaf_val, red.n_vars, int(k))
-    return x, False, None
-
-
-def _amap(red: FlatSPN, **_):
-    x, _evals = argmax_product(red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var,
-                               red.leaf_val, red.n_vars)
-    return x, False, None
-
-
-def _bs(red: FlatSPN, beam: int = 10, seed: int = 0, max_rounds: int = 10_000, **_):
-    if int(beam) < 1:
-        raise QueryError(f"beam={beam}; beam search needs beam >= 1")
-    x, _v, _r = beam_search(red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var, red.leaf_val,
-                            red.cardinalities, int(beam), int(seed), int(max_rounds))
-    return x, False, None
-
-
-def _brute(red: FlatSPN, **_):
-    n = red.n_vars
-    if n > BRUTE_MAX_VARS:
-        raise QueryError(f"brute force refuses {n} query variables (limit {BRUTE_MAX_VARS}): use an exact "
-                         "branch-and-bound method instead")
-    x, best = brute_force(red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var, red.leaf_val,
-                          red.cardinalities)
-    return x, True, float(best)
-
-
-METHODS = {"bt": _bt, "ng": _ng, "amap": _amap, "bs": _bs, "kbt": _kbt, "brute": _brute}
+def _check_brute(method: str, n_query: int) -> None:
+    if method == "brute" and n_query > BRUTE_MAX_VARS:
+        raise QueryError(f"brute force refuses {n_query} query variables (limit {BRUTE_MAX_VARS}): use an exact "
+                         "branch-and-bound method ('exact') instead")
 
 
 def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noqa: A001 - spnkit.map by design
     """Solve one MAP query: the assignment of ``q``'s query variables maximising ``P(q, e)`` (hidden summed out).
 
-    Methods so far: ``"bt"`` (max-product / best tree), ``"ng"`` (normalized greedy), ``"amap"`` (argmax-product,
-    quadratic), ``"bs"`` (beam search,
-    ``beam=10``, ``seed=0``), ``"kbt"`` (K-best
-    tree, ``k=100``), ``"brute"``
-    (enumeration; exact; refuses more than 25 query variables). Approximate methods report the exact
-    ``log_value`` of the assignment they return.
+    Methods: ``"bt"`` (max-product / best tree), ``"ng"`` (normalized greedy), ``"amap"`` (argmax-product,
+    quadratic), ``"bs"`` (beam search from ``beam=10`` sampled starts, ``seed=0``), ``"kbt"`` (K-best tree,
+    ``k=100``), ``"exact-mc"``, ``"exact-fc"``, ``"exact-fco"``, ``"exact-fcos"`` (branch and bound: marginal
+    checking; forward checking; + ordering; + staging; no warm start, as in the authors' experiments),
+    ``"exact"`` (FCOS started from max-product's answer) and ``"brute"`` (enumeration; at most 25 query
+    variables).
+
+    Options: ``timeout`` seconds (exact methods return the incumbent with ``exact=False`` and an upper bound;
+    ``bs`` stops climbing), ``seed`` (``bs``), ``k`` (``kbt``), ``beam`` and ``max_rounds`` (``bs``),
+    ``check_every`` (search nodes between clock checks) and ``max_trace`` (rows of the exact solvers' anytime
+    trace in ``stats["trace"]``).
+
+    Every method reports the exact ``log_value`` of the assignment it returns, evaluated on the reduced network.
+    Ties: ``bt``/``ng``/``amap``/``kbt`` take the first child (the earlier tree) on ties; ``brute`` keeps the
+    first maximum in mixed-radix order (last query variable fastest); the exact searches keep the first optimum
+    they meet.
     """
-    if method not in METHODS:
-        raise QueryError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     t0 = time.perf_counter()
-    red = reduce(spn, q)
-    xq, exact, ub = METHODS[method](red, **opts)
-    assignment = q.complete(xq)
-    log_value = float(spn.log_prob(assignment)[0])
-    return MapResult(assignment=assignment, log_value=log_value, exact=exact, upper_bound=ub,
-                     seconds=time.perf_counter() - t0, method=method)
+    code, k, beam, seed, max_rounds, timeout, check_every, max_trace = _options(method, opts)
+    q.check(spn)
+    if method == "brute":
+        _check_brute(method, int(np.count_nonzero(q.role == QUERY)))
+    status, x, lv, exact, ub, stats, trace, _sec = solve_query(
+        spn.node_type, spn.child_ptr, spn.children, spn.log_w, spn.leaf_var, spn.leaf_val, spn.cardinalities,
+        q.role, q.value, code, k, beam, seed, max_rounds, timeout, check_every, max_trace)
+    if status == NO_QUERY_IN_SCOPE:
+        raise QueryError(_NO_QUERY_MSG)
+    st = dict(zip(STAT_NAMES, (int(s) for s in stats), strict=True))
+    if method.startswith("exact"):
+        tr = pd.DataFrame(trace, columns=["seconds", "incumbent", "upper_bound"])
+        tr["seconds"] /= ticks_per_second()
+        st["trace"] = tr
+    st["timed_out"] = bool(method in EXACT_METHODS and not exact)
+    return MapResult(assignment=x, log_value=float(lv), exact=bool(exact),
+                     upper_bound=None if math.isnan(ub) else float(ub), seconds=time.perf_counter() - t0,
+                     method=method, stats=st)
+
+
+def map_batch(spn: FlatSPN, queries: Sequence[Query], method: str = "bt", **opts) -> pd.DataFrame:
+    """Solve many queries in parallel over the machine's cores (numba ``prange``; the GIL is released).
+
+    Returns a DataFrame with one row per query, in order: ``query`` (index), ``method``, ``log_value``,
+    ``exact``, ``upper_bound`` (NaN where the method has none), ``timed_out``, ``seconds`` (each query's own
+    kernel time), ``assignment`` (int64 array as in :class:`MapResult`) and the solver's counters
+    (``expansions``, ``passes``, ...). Each row equals what ``spnkit.map`` returns for that query alone.
+    """
+    code, k, beam, seed, max_rounds, timeout, check_every, _ = _options(method, opts)
+    queries = list(queries)
+    if not queries:
+        raise QueryError("map_batch needs at least one query")
+    for i, q in enumerate(queries):
+        if not isinstance(q, Query):
+            raise QueryError(f"queries[{i}] is a {type(q).__name__}; expected spnkit.Query")
+        try:
+            q.check(spn)
+        except QueryError as e:
+            raise QueryError(f"queries[{i}]: {e}") from None
+    roles = np.stack([q.role for q in queries])
+    values = np.stack([q.value for q in queries])
+    if method == "brute":
+        _check_brute(method, int((roles == QUERY).sum(axis=1).max()))
+    status, xs, lvs, exact, ubs, stats, secs = solve_batch(
+        spn.node_type, spn.child_ptr, spn.children, spn.log_w, spn.leaf_var, spn.leaf_val, spn.cardinalities,
+        roles, values, code, k, beam, seed, max_rounds, timeout, check_every)
+    bad = np.flatnonzero(status == NO_QUERY_IN_SCOPE)
+    if bad.size:
+        raise QueryError(f"queries[{int(bad[0])}]: {_NO_QUERY_MSG}")
+    df = pd.DataFrame({
+        "query": np.arange(len(queries)), "method": method, "log_value": lvs, "exact": exact, "upper_bound": ubs,
+        "timed_out": (~exact) if method in EXACT_METHODS else np.zeros(len(queries), dtype=bool),
+        "seconds": secs / ticks_per_second(), "assignment": list(xs),
+    })
+    for j, name in enumerate(STAT_NAMES):
+        df[name] = stats[:, j]
+    return df

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .clock import now
 from .derivative import derivatives
 from .passes import log_value
 
@@ -82,8 +83,9 @@ def _top_unique(cand, score, n_cand, B, out, out_score):
 
 
 @nb.njit(cache=True)
-def beam_search(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, B, seed, max_rounds):
-    """Returns ``(best x, its log value, rounds run)``."""
+def beam_search(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, B, seed, max_rounds, deadline):
+    """Returns ``(best x, its log value, rounds run)``; stops after ``max_rounds`` or once ``deadline`` (a
+    ``clock.now()`` tick count) has passed."""
     nv = cards.shape[0]
     max_card = 1
     for v in range(nv):
@@ -104,7 +106,7 @@ def beam_search(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
     cand = np.empty((max(cap, 1), nv), dtype=np.int64)
     c_score = np.empty(max(cap, 1))
     rounds = 0
-    while rounds < max_rounds:
+    while rounds < max_rounds and now() <= deadline:
         rounds += 1
         nc = 0
         for e in range(nb_):

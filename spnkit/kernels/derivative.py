@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import log_value
+from .passes import log_value_mask
 
 
 @nb.njit(cache=True)
@@ -29,14 +29,15 @@ def _lae(a, b):
 
 
 @nb.njit(cache=True)
-def derivatives(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, max_card, val, dr):
-    """Fill ``val`` (upward log values) and ``dr`` (log dS/d node), both float64 (n_nodes,), and return
-    ``d``: float64 (n_vars, max_card) with ``d[v, k] = log S(x with X_v := k)``; -inf for impossible values."""
+def derivatives_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, mask, val, dr, d):
+    """Upward pass at the indicator settings ``mask`` (bool (n_vars, max_card), see ``log_value_mask``) into
+    ``val``, downward pass into ``dr`` (log dS/d node), and ``d[v, k] = log S(mask with row v := one-hot k)``
+    (-inf where impossible), all filled in place. Returns ``log S(mask)``."""
     n = node_type.shape[0]
-    log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, val)
+    root = log_value_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, mask, val)
     dr[:] = -np.inf
     dr[n - 1] = 0.0
-    d = np.full((x.shape[0], max_card), -np.inf)
+    d[:] = -np.inf
     for i in range(n - 1, -1, -1):
         g = dr[i]
         if g == -np.inf:
@@ -67,4 +68,28 @@ def derivatives(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, ma
                     dr[c] = _lae(dr[c], g + rest - val[c])
             elif zeros == 1:
                 dr[zc] = _lae(dr[zc], g + rest)
+    return root
+
+
+@nb.njit(cache=True)
+def assignment_mask(x, max_card):
+    """Indicator settings of an assignment: row v one-hot at ``x[v]``, all True where ``x[v] == -1``."""
+    nv = x.shape[0]
+    mask = np.zeros((nv, max_card), dtype=np.bool_)
+    for v in range(nv):
+        if x[v] < 0:
+            mask[v, :] = True
+        else:
+            mask[v, x[v]] = True
+    return mask
+
+
+@nb.njit(cache=True)
+def derivatives(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, max_card, val, dr):
+    """Fill ``val`` (upward log values) and ``dr`` (log dS/d node), both float64 (n_nodes,), and return
+    ``d``: float64 (n_vars, max_card) with ``d[v, k] = log S(x with X_v := k)``; -inf for impossible values.
+    ``x[v] = -1`` marginalises variable v."""
+    d = np.empty((x.shape[0], max_card))
+    derivatives_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, assignment_mask(x, max_card),
+                     val, dr, d)
     return d

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import log_value, log_value_upto
+from .passes import log_value, product_edges, sum_edges
 
 
 @nb.njit(cache=True)
@@ -112,16 +112,59 @@ def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
 
 
 @nb.njit(cache=True)
+def _sub_dag(node_type, child_ptr, children, root, mark, stack, out):
+    """Node ids of the sub-network below ``root`` (itself included), in increasing (children-first) order,
+    written to ``out``; returns how many. ``mark`` must not hold ``root`` for any node beforehand."""
+    n_out = 0
+    top = 1
+    stack[0] = root
+    mark[root] = root
+    while top > 0:
+        top -= 1
+        i = stack[top]
+        out[n_out] = i
+        n_out += 1
+        for j in range(child_ptr[i], child_ptr[i + 1]):
+            c = children[j]
+            if mark[c] != root:
+                mark[c] = root
+                stack[top] = c
+                top += 1
+    out[:n_out].sort()
+    return n_out
+
+
+@nb.njit(cache=True)
+def _log_value_on(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, nodes, n_nodes, out):
+    """Evaluate only ``nodes[:n_nodes]`` (children first) at ``x``; returns the last one's value."""
+    for p in range(n_nodes):
+        i = nodes[p]
+        t = node_type[i]
+        if t == 0:
+            xv = x[leaf_var[i]]
+            out[i] = 0.0 if (xv < 0 or xv == leaf_val[i]) else -np.inf
+        elif t == 1:
+            out[i] = sum_edges(child_ptr[i], child_ptr[i + 1], children, log_w, out)
+        else:
+            out[i] = product_edges(child_ptr[i], child_ptr[i + 1], children, out)
+    return out[nodes[n_nodes - 1]]
+
+
+@nb.njit(cache=True)
 def argmax_product(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_vars):
     """AMAP, ArgMax-Product (Conaty, Mauá & de Campos 2017): ``(x, n_evaluations)``.
 
     Upward, each node gets a candidate assignment of its scope: a leaf its own value, a product the union of
-    its children's, a sum the child candidate under which the sum node itself is largest (the prefix network
-    evaluated at each child's candidate: quadratic). Tie rule: the first child. Unreached variables stay 0.
+    its children's, a sum the child candidate under which the sum node itself is largest. That value needs
+    only the sum node's own sub-network (the authors evaluate the whole prefix of the node array up to it);
+    still quadratic in the worst case. Tie rule: the first child. Unreached variables stay 0.
     """
     n = node_type.shape[0]
     cand = np.full((n, n_vars), -1, dtype=np.int64)
     buf = np.empty(n)
+    mark = np.full(n, -1, dtype=np.int64)
+    stack = np.empty(n, dtype=np.int64)
+    sub = np.empty(n, dtype=np.int64)
     evals = 0
     for i in range(n):
         t = node_type[i]
@@ -135,11 +178,12 @@ def argmax_product(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_
                     if cand[c, v] >= 0:
                         cand[i, v] = cand[c, v]
         else:
+            n_sub = _sub_dag(node_type, child_ptr, children, i, mark, stack, sub)
             best = -np.inf
             bj = a
             for j in range(a, b):
-                v = log_value_upto(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cand[children[j]],
-                                   buf, i)
+                v = _log_value_on(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cand[children[j]],
+                                  sub, n_sub, buf)
                 evals += 1
                 if v > best:
                     best = v

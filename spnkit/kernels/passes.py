@@ -11,15 +11,24 @@ def sum_edges(a, b, children, log_w, vals):
     """``log Σ_j exp(log_w[j] + vals[children[j]])`` over edges a..b-1; max-shifted, exactly -inf when all are."""
     m = -np.inf
     for j in range(a, b):
-        s = log_w[j] + vals[children[j]]
-        if s > m:
-            m = s
+        m = max(m, log_w[j] + vals[children[j]])
     if m == -np.inf:
         return -np.inf
     acc = 0.0
     for j in range(a, b):
         acc += np.exp(log_w[j] + vals[children[j]] - m)
     return m + np.log(acc)
+
+
+@nb.njit(cache=True, inline="always")
+def product_edges(a, b, children, vals):
+    """``Σ_j vals[children[j]]`` over edges a..b-1, stopping at the first -inf."""
+    acc = 0.0
+    for j in range(a, b):
+        acc += vals[children[j]]
+        if acc == -np.inf:
+            break
+    return acc
 
 
 @nb.njit(cache=True, fastmath=False)
@@ -37,13 +46,26 @@ def log_value_upto(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x,
         elif t == 1:
             out[i] = sum_edges(child_ptr[i], child_ptr[i + 1], children, log_w, out)
         else:
-            acc = 0.0
-            for j in range(child_ptr[i], child_ptr[i + 1]):
-                acc += out[children[j]]
-                if acc == -np.inf:
-                    break
-            out[i] = acc
+            out[i] = product_edges(child_ptr[i], child_ptr[i + 1], children, out)
     return out[upto]
+
+
+@nb.njit(cache=True)
+def log_value_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, mask, out):
+    """Evaluate ``log S`` with indicator ``[X_v = k]`` set to ``mask[v, k]`` (bool, shape (n_vars, max_card)).
+
+    A row with one True entry assigns the variable, an all-True row marginalises it, anything between sums
+    over a subset of its values (how the exact solvers' domains are evaluated). Returns the root's value.
+    """
+    for i in range(node_type.shape[0]):
+        t = node_type[i]
+        if t == 0:
+            out[i] = 0.0 if mask[leaf_var[i], leaf_val[i]] else -np.inf
+        elif t == 1:
+            out[i] = sum_edges(child_ptr[i], child_ptr[i + 1], children, log_w, out)
+        else:
+            out[i] = product_edges(child_ptr[i], child_ptr[i + 1], children, out)
+    return out[node_type.shape[0] - 1]
 
 
 @nb.njit(cache=True)

@@ -143,7 +143,7 @@ def test_queries_that_do_not_fit_the_spn_are_refused():
         spnkit.map(spn, Query.parse("0*1*"))
     with pytest.raises(QueryError, match="unknown method"):
         spnkit.map(spn, Query.parse("????"), method="magic")
-    with pytest.raises(QueryError, match="k >= 1"):
+    with pytest.raises(QueryError, match="k=0; expected an integer >= 1"):
         spnkit.map(spn, Query.parse("????"), method="kbt", k=0)
 
 

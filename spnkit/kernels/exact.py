@@ -1,0 +1,329 @@
+"""Exact MAP by depth-first branch and bound over the query variables of a MAX instance (Mei, Jiang & Tu 2018).
+
+Every search node is a set of *domains*: ``mask[v, k]`` says whether value k of variable v is still allowed. The
+network evaluated at those indicator settings, ``S(mask)``, sums over every completion and so bounds the best
+one from above (complete, decomposable, non-negative weights). Four variants, as in the authors' code:
+
+* ``MC`` (marginal checking): variables in index order, values in increasing order; a child is pruned when its
+  marginal ``S(mask)`` is no better than the incumbent.
+* ``FC`` (forward checking): one upward and one derivative pass give ``d[v, k] = S(mask with X_v := k)`` for
+  every open variable and value at once; values with ``d <= incumbent`` are removed until a fixpoint, a
+  variable left with one value is assigned, a variable left with none prunes the node. Branches on the first
+  open variable, values in increasing order.
+* ``FCO``: FC + ordering: branch on the open variable with the largest ``max_k d[v, k]``, best value first.
+* ``FCOS``: FCO + staging: once 5 or more variables have been assigned since the last staging and more than
+  one is open, the MAP->MAX reduction compiles the assigned ones into constants, so later passes run on a
+  smaller network (the authors' ``stage``; their threshold of 5).
+
+Unlike the authors' (binary-only, value-only) code, every variant handles categorical variables, returns the
+optimal *assignment*, and is anytime: at the deadline it returns the incumbent and an upper bound, the best
+bound among the search nodes not yet explored. Values tied with the incumbent are pruned (``<=``): the search
+proves that nothing beats the incumbent, and returns the first optimum it meets.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba.typed import List
+
+from .clock import now
+from .derivative import derivatives_mask
+from .passes import log_value_mask
+from .reduce import reduce_to_max
+
+MC = 0
+FC = 1
+FCO = 2
+FCOS = 3
+STAGE_EVERY = 5          # variables assigned since the last staging before the next one (authors' constant)
+
+PRUNED = 0
+OPEN = 1
+COMPLETE = 2
+
+
+@nb.njit(cache=True)
+def _n_open(mask, cards):
+    """Number of variables with more than one allowed value."""
+    c = 0
+    for v in range(cards.shape[0]):
+        k_allowed = 0
+        for k in range(cards[v]):
+            if mask[v, k]:
+                k_allowed += 1
+        if k_allowed > 1:
+            c += 1
+    return c
+
+
+@nb.njit(cache=True)
+def _forward_check(nt, ptr, ch, w, lv, lval, mask, cards, inc, val, dr, d):
+    """Prune values whose derivative bound is no better than ``inc`` until nothing changes.
+
+    Returns ``(status, root bound, derivative passes run)``; ``mask`` is narrowed in place and ``d`` holds
+    the last pass (valid for the final ``mask`` when the status is OPEN or COMPLETE).
+    """
+    passes = 0
+    while True:
+        root = derivatives_mask(nt, ptr, ch, w, lv, lval, mask, val, dr, d)
+        passes += 1
+        if root <= inc:
+            return PRUNED, root, passes
+        changed = False
+        n_open = 0
+        for v in range(cards.shape[0]):
+            allowed = 0
+            for k in range(cards[v]):
+                if mask[v, k]:
+                    allowed += 1
+            if allowed <= 1:
+                continue
+            left = 0
+            for k in range(cards[v]):
+                if mask[v, k]:
+                    if d[v, k] <= inc:
+                        mask[v, k] = False
+                        changed = True
+                    else:
+                        left += 1
+            if left == 0:
+                return PRUNED, root, passes
+            if left > 1:
+                n_open += 1
+        if not changed:
+            return (OPEN if n_open > 0 else COMPLETE), root, passes
+
+
+@nb.njit(cache=True)
+def _stage(level, mask, cards):
+    """The MAP->MAX reduction of ``level``'s network with every assigned variable as evidence; the open
+    variables keep their indices (and their narrowed domains stay in ``mask``)."""
+    nt, ptr, ch, w, lv, lval = level
+    nv = cards.shape[0]
+    role = np.zeros(nv, dtype=np.int8)
+    value = np.full(nv, -1, dtype=np.int64)
+    qindex = np.full(nv, -1, dtype=np.int64)
+    for v in range(nv):
+        allowed = 0
+        last = -1
+        for k in range(cards[v]):
+            if mask[v, k]:
+                allowed += 1
+                last = k
+        if allowed == 1:
+            role[v] = 1
+            value[v] = last
+        else:
+            qindex[v] = v
+    return reduce_to_max(nt, ptr, ch, w, lv, lval, role, value, qindex)
+
+
+@nb.njit(cache=True)
+def _assignment(mask, cards):
+    x = np.zeros(cards.shape[0], dtype=np.int64)
+    for v in range(cards.shape[0]):
+        for k in range(cards[v]):
+            if mask[v, k]:
+                x[v] = k
+                break
+    return x
+
+
+@nb.njit(cache=True)
+def _pick_branch(mask, cards, d, ordering):
+    """Branching variable: the first open one, or (``ordering``) the one with the largest ``max_k d``."""
+    best_v = -1
+    best_d = -np.inf
+    for v in range(cards.shape[0]):
+        allowed = 0
+        top = -np.inf
+        for k in range(cards[v]):
+            if mask[v, k]:
+                allowed += 1
+                if d[v, k] > top:
+                    top = d[v, k]
+        if allowed > 1:
+            if not ordering:
+                return v
+            if best_v == -1 or top > best_d:
+                best_v = v
+                best_d = top
+    return best_v
+
+
+@nb.njit(cache=True)
+def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, variant,
+                     init_x, init_val, deadline, check_every, max_trace):
+    """Solve ``max_x S(x)`` exactly over a MAX instance (every variable a query variable).
+
+    ``init_x``/``init_val``: the initial incumbent (``init_val = -inf`` for none, the authors' protocol).
+    ``deadline``: a ``clock.now()`` tick count (``clock.NEVER`` for none), checked every ``check_every``
+    expansions.
+
+    Returns ``(x, value, exact, upper_bound, stats, trace)``: stats = [expansions, derivative or upward passes,
+    stagings, max depth, networks' summed node count]; trace rows = (clock ticks since start, incumbent, bound) at
+    every improvement and every deadline check (at most ``max_trace`` rows).
+    """
+    t0 = now()
+    nv = cards.shape[0]
+    K = 1
+    for v in range(nv):
+        K = max(K, cards[v])
+    n_nodes0 = node_type.shape[0]
+    val = np.empty(n_nodes0 + 1)
+    dr = np.empty(n_nodes0 + 1)
+    d = np.empty((nv, K))
+    present = np.zeros(nv, dtype=np.bool_)
+    for i in range(n_nodes0):
+        if node_type[i] == 0:
+            present[leaf_var[i]] = True
+
+    best_x = init_x.copy()
+    best = init_val
+    stats = np.zeros(5, dtype=np.int64)
+    trace = np.empty((max(max_trace, 1), 3))   # float64: ticks fit exactly up to 2**53
+    n_trace = 0
+
+    levels = List()
+    levels.append((node_type, child_ptr, children, log_w, leaf_var, leaf_val))
+    level_assigned = List()
+    level_assigned.append(0)
+
+    max_depth = nv + 2
+    f_mask = np.zeros((max_depth, nv, K), dtype=np.bool_)
+    f_var = np.full(max_depth, -1, dtype=np.int64)
+    f_vals = np.zeros((max_depth, K), dtype=np.int64)
+    f_bnd = np.zeros((max_depth, K))
+    f_next = np.zeros(max_depth, dtype=np.int64)
+    f_cnt = np.zeros(max_depth, dtype=np.int64)
+    f_level = np.zeros(max_depth, dtype=np.int64)
+
+    mask = np.zeros((nv, K), dtype=np.bool_)
+    for v in range(nv):
+        if present[v]:
+            mask[v, :cards[v]] = True
+        else:
+            mask[v, 0] = True      # the network does not depend on it: any value is optimal, take 0
+    top = -1                       # index of the deepest frame
+    timed_out = False
+    expansions = 0
+    parent_level = 0
+
+    while True:
+        # ---- expand the node described by ``mask`` (a child of frame ``top``, or the root) -------------
+        expansions += 1
+        lvl = levels[parent_level]
+        nt, ptr, ch, w, lv, lval = lvl
+        if variant == MC:
+            bound = log_value_mask(nt, ptr, ch, w, lv, lval, mask, val)
+            stats[1] += 1
+            if bound <= best:
+                status = PRUNED
+            elif _n_open(mask, cards) == 0:
+                status = COMPLETE
+            else:
+                status = OPEN
+        else:
+            status, bound, passes = _forward_check(nt, ptr, ch, w, lv, lval, mask, cards, best, val, dr, d)
+            stats[1] += passes
+        if status == COMPLETE:
+            best = bound
+            best_x = _assignment(mask, cards)
+            if n_trace < max_trace:
+                trace[n_trace, 0] = now() - t0
+                trace[n_trace, 1] = best
+                trace[n_trace, 2] = np.inf
+                n_trace += 1
+        elif status == OPEN:
+            top += 1
+            f_mask[top] = mask
+            f_level[top] = parent_level
+            if variant == FCOS:
+                n_open = _n_open(mask, cards)
+                n_assigned = nv - n_open
+                if n_open > 1 and n_assigned - level_assigned[parent_level] >= STAGE_EVERY:
+                    staged = _stage(lvl, mask, cards)
+                    levels.append(staged)
+                    level_assigned.append(n_assigned)
+                    f_level[top] = len(levels) - 1
+                    stats[2] += 1
+                    stats[4] += staged[0].shape[0]
+            v = _pick_branch(mask, cards, d, variant >= FCO)
+            f_var[top] = v
+            cnt = 0
+            for k in range(cards[v]):
+                if mask[v, k]:
+                    f_vals[top, cnt] = k
+                    f_bnd[top, cnt] = bound if variant == MC else d[v, k]
+                    cnt += 1
+            if variant >= FCO:          # best value first (stable: ties keep increasing k)
+                for a in range(1, cnt):
+                    kv, kb = f_vals[top, a], f_bnd[top, a]
+                    b = a - 1
+                    while b >= 0 and f_bnd[top, b] < kb:
+                        f_vals[top, b + 1] = f_vals[top, b]
+                        f_bnd[top, b + 1] = f_bnd[top, b]
+                        b -= 1
+                    f_vals[top, b + 1] = kv
+                    f_bnd[top, b + 1] = kb
+            f_cnt[top] = cnt
+            f_next[top] = 0
+            if top + 1 > stats[3]:
+                stats[3] = top + 1
+
+        # ---- deadline -----------------------------------------------------------------------------------
+        if expansions % check_every == 0:
+            t = now()
+            ub = best
+            for f in range(top + 1):
+                for j in range(f_next[f], f_cnt[f]):
+                    if f_bnd[f, j] > ub:
+                        ub = f_bnd[f, j]
+            if n_trace < max_trace:
+                trace[n_trace, 0] = t - t0
+                trace[n_trace, 1] = best
+                trace[n_trace, 2] = ub
+                n_trace += 1
+            if t > deadline:
+                timed_out = True
+                break
+
+        # ---- next child: pop exhausted frames, skip children whose bound cannot beat the incumbent -------
+        found = False
+        while top >= 0:
+            while f_next[top] < f_cnt[top] and f_bnd[top, f_next[top]] <= best:
+                f_next[top] += 1
+            if f_next[top] < f_cnt[top]:
+                found = True
+                break
+            top -= 1
+            while len(levels) > (f_level[top] + 1 if top >= 0 else 1):
+                levels.pop()
+                level_assigned.pop()
+        if not found:
+            break
+        j = f_next[top]
+        f_next[top] += 1
+        mask[:] = f_mask[top]
+        v = f_var[top]
+        mask[v, :] = False
+        mask[v, f_vals[top, j]] = True
+        parent_level = f_level[top]
+
+    stats[0] = expansions
+    ub = best
+    if timed_out:
+        for f in range(top + 1):
+            for j in range(f_next[f], f_cnt[f]):
+                if f_bnd[f, j] > ub:
+                    ub = f_bnd[f, j]
+    if best == -np.inf and not timed_out:
+        # every completion has probability 0 (or the search found nothing above init_val = -inf)
+        best_x = init_x.copy()
+    if n_trace < max_trace:
+        trace[n_trace, 0] = now() - t0
+        trace[n_trace, 1] = best
+        trace[n_trace, 2] = ub
+        n_trace += 1
+    return best_x, best, not timed_out, ub, stats, trace[:n_trace]

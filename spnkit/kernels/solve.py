@@ -1,0 +1,145 @@
+"""One kernel per query: MAP->MAX reduction, the chosen solver, and the exact value of its answer.
+
+BT and NG skip building the reduced network (``kernels.linear`` fuses the three steps into two sweeps).
+
+Fusing the three into a single compiled call keeps the Python layer out of the per-query path (``spnkit.map``
+makes one call; ``spnkit.map_batch`` runs this same function over a ``prange`` of queries, so a batch gives
+exactly the answers single calls give).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .beam import beam_search
+from .clock import now
+from .exact import FC, FCO, FCOS, MC, branch_and_bound
+from .k_best import k_best_tree_map
+from .linear import linear_map
+from .maxprod import argmax_product, best_tree, brute_force
+from .passes import log_value
+from .reduce import reduce_to_max
+
+BT = 0
+NG = 1
+AMAP = 2
+BS = 3
+KBT = 4
+BRUTE = 5
+EXACT_MC = 6
+EXACT_FC = 7
+EXACT_FCO = 8
+EXACT_FCOS = 9
+EXACT = 10          # the best variant (FCOS) started from max-product's answer
+
+METHOD_CODES = {"bt": BT, "ng": NG, "amap": AMAP, "bs": BS, "kbt": KBT, "brute": BRUTE, "exact-mc": EXACT_MC,
+                "exact-fc": EXACT_FC, "exact-fco": EXACT_FCO, "exact-fcos": EXACT_FCOS, "exact": EXACT}
+EXACT_METHODS = frozenset({"brute", "exact-mc", "exact-fc", "exact-fco", "exact-fcos", "exact"})
+N_STATS = 6         # expansions, passes, stagings, max depth, staged nodes, reduced network's node count
+NO_QUERY_IN_SCOPE = -1
+
+
+@nb.njit(cache=True)
+def solve_query(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, role, value,
+                method, k, beam, seed, max_rounds, timeout_ticks, check_every, max_trace):
+    """Answer one MAP query on the network given by the first six arrays.
+
+    role/value: int8/int64 (n_vars,) as in ``spnkit.Query``. Returns ``(status, x, log_value, exact,
+    upper_bound, stats, trace, ticks)``; times are ``clock.now()`` ticks; ``status`` is 0, or ``NO_QUERY_IN_SCOPE`` when no query variable
+    occurs in the network. ``x`` has evidence values, the MAP values on query variables, -1 on hidden ones.
+    """
+    t0 = now()
+    nv = cards.shape[0]
+    stats = np.zeros(N_STATS, dtype=np.int64)
+    trace = np.empty((0, 3))
+    x_full = np.full(nv, -1, dtype=np.int64)
+    if method == BT or method == NG:
+        lv, n_kept = linear_map(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value,
+                                method == BT, x_full)
+        stats[5] = n_kept
+        status = 0 if n_kept > 0 else NO_QUERY_IN_SCOPE
+        return status, x_full, lv, False, np.nan, stats, trace, now() - t0
+    qindex = np.full(nv, -1, dtype=np.int64)
+    nq = 0
+    for v in range(nv):
+        if role[v] == 0:
+            qindex[v] = nq
+            nq += 1
+    qvars = np.empty(nq, dtype=np.int64)
+    rcards = np.empty(nq, dtype=np.int64)
+    for v in range(nv):
+        if qindex[v] >= 0:
+            qvars[qindex[v]] = v
+            rcards[qindex[v]] = cards[v]
+    t, ptr, ch, w, var, val = reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val,
+                                            role, value, qindex)
+    if t.shape[0] == 0:
+        return NO_QUERY_IN_SCOPE, x_full, -np.inf, False, np.nan, stats, trace, now() - t0
+    stats[5] = t.shape[0]
+    exact = False
+    ub = np.nan
+    if method == AMAP:
+        xq, evals = argmax_product(t, ptr, ch, w, var, val, nq)
+        stats[1] = evals
+    elif method == BS:
+        xq, _, rounds = beam_search(t, ptr, ch, w, var, val, rcards, beam, seed, max_rounds, t0 + timeout_ticks)
+        stats[0] = rounds
+    elif method == KBT:
+        xq, _, n_trees = k_best_tree_map(t, ptr, ch, w, var, val, nq, k)
+        stats[0] = n_trees
+    elif method == BRUTE:
+        xq, best = brute_force(t, ptr, ch, w, var, val, rcards)
+        exact = True
+        ub = best
+    else:
+        init_x = np.zeros(nq, dtype=np.int64)
+        init_val = -np.inf
+        variant = FCOS
+        if method == EXACT_MC:
+            variant = MC
+        elif method == EXACT_FC:
+            variant = FC
+        elif method == EXACT_FCO:
+            variant = FCO
+        elif method == EXACT:
+            init_x, _ = best_tree(t, ptr, ch, w, var, val, nq)
+            init_val = log_value(t, ptr, ch, w, var, val, init_x, np.empty(t.shape[0]))
+        xq, best, exact, ub, st, trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, variant, init_x,
+                                                          init_val, t0 + timeout_ticks, check_every, max_trace)
+        stats[:5] = st
+    lv = log_value(t, ptr, ch, w, var, val, xq, np.empty(t.shape[0]))
+    for v in range(nv):
+        if role[v] == 1:
+            x_full[v] = value[v]
+    for i in range(nq):
+        x_full[qvars[i]] = xq[i]
+    if exact:
+        ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
+    return 0, x_full, lv, exact, ub, stats, trace, now() - t0
+
+
+@nb.njit(cache=True, parallel=True)
+def solve_batch(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, roles, values,
+                method, k, beam, seed, max_rounds, timeout_ticks, check_every):
+    """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows."""
+    m, nv = roles.shape
+    status = np.zeros(m, dtype=np.int64)
+    xs = np.empty((m, nv), dtype=np.int64)
+    lvs = np.empty(m)
+    exact = np.zeros(m, dtype=np.bool_)
+    ubs = np.empty(m)
+    stats = np.zeros((m, N_STATS), dtype=np.int64)
+    secs = np.empty(m)
+    for r in nb.prange(m):
+        s, x, lv, ex, ub, st, _tr, sec = solve_query(node_type, child_ptr, children, log_w, leaf_var, leaf_val,
+                                                    cards, roles[r], values[r], method, k, beam, seed,
+                                                    max_rounds, timeout_ticks, check_every, 0)
+        status[r] = s
+        xs[r] = x
+        lvs[r] = lv
+        exact[r] = ex
+        ubs[r] = ub
+        stats[r] = st
+        secs[r] = sec
+    return status, xs, lvs, exact, ubs, stats, secs

@@ -1,0 +1,144 @@
+"""Branch and bound against enumeration; anytime behaviour; map_batch against single calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spnkit
+from spnkit import Query, QueryError
+
+from .random_spns import random_spn
+from .test_map import enumerate_map, spn_and_query
+
+EXACT = ("exact-mc", "exact-fc", "exact-fco", "exact-fcos", "exact")
+APPROX = ("bt", "ng", "amap", "bs", "kbt")
+
+
+@settings(max_examples=120, deadline=None)
+@given(spn_and_query(max_vars=7))
+def test_every_exact_method_finds_the_enumerated_optimum(case):
+    spn, q = case
+    _, full, scores = enumerate_map(spn, q)
+    best = scores.max()
+    for method in EXACT:
+        r = spnkit.map(spn, q, method=method)
+        assert r.exact and not r.stats["timed_out"], method
+        if best == -np.inf:
+            assert r.log_value == -np.inf
+        else:
+            assert r.log_value == pytest.approx(best, abs=1e-9), method
+            assert r.upper_bound == pytest.approx(r.log_value, abs=1e-9)
+        a = r.assignment
+        assert np.all(a[q.evidence_vars] == q.value[q.evidence_vars]) and np.all(a[q.hidden_vars] == -1)
+        assert np.all((0 <= a[q.query_vars]) & (a[q.query_vars] < spn.cardinalities[q.query_vars]))
+        assert r.log_value == pytest.approx(float(spn.log_prob(a)[0]), abs=1e-12) or r.log_value == -np.inf
+    for method in APPROX:
+        r = spnkit.map(spn, q, method=method)
+        assert r.log_value <= best + 1e-9 and not r.exact and r.upper_bound is None, method
+
+
+def test_exact_methods_on_nltcs_max_and_on_the_authors_query_protocol(nltcs_path):
+    spn = spnkit.load(nltcs_path)
+    for method in EXACT:
+        r = spnkit.map(spn, Query.parse("?" * 16), method=method)
+        assert r.exact and r.log_value == pytest.approx(-1.7356024190, abs=1e-9)
+        assert r.assignment.tolist() == [0] * 16
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        perm = rng.permutation(16)
+        q = Query(16, query=perm[:8], evidence={int(v): int(rng.integers(2)) for v in perm[8:11]},
+                  hidden=perm[11:])
+        brute = spnkit.map(spn, q, method="brute").log_value
+        for method in EXACT:
+            assert spnkit.map(spn, q, method=method).log_value == pytest.approx(brute, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def hard_case():
+    """A 22-variable categorical SPN whose exact solution takes many search nodes, and its optimum."""
+    spn = random_spn(11, n_vars=22, max_card=3, normalised=False)
+    q = Query(22)
+    opt = spnkit.map(spn, q, method="exact-fcos")
+    assert opt.exact and opt.stats["expansions"] > 50
+    return spn, q, opt
+
+
+@pytest.mark.parametrize("method", EXACT)
+def test_on_timeout_the_incumbent_and_a_valid_upper_bound_come_back(hard_case, method):
+    spn, q, opt = hard_case
+    r = spnkit.map(spn, q, method=method, timeout=1e-6, check_every=1)
+    assert not r.exact and r.stats["timed_out"]
+    assert r.upper_bound >= opt.log_value - 1e-9             # the bound covers the true optimum
+    assert r.log_value <= opt.log_value + 1e-9
+    if r.log_value > -np.inf:
+        assert r.log_value == pytest.approx(float(spn.log_prob(r.assignment)[0]), abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ("exact-mc", "exact-fcos"))
+def test_the_anytime_trace_closes_the_gap_monotonically(hard_case, method):
+    spn, q, opt = hard_case
+    r = spnkit.map(spn, q, method=method, check_every=4)
+    tr = r.stats["trace"]
+    assert isinstance(tr, pd.DataFrame) and len(tr) >= 2
+    inc = tr["incumbent"].to_numpy()
+    assert np.all(inc[1:] >= inc[:-1]) and np.all(np.diff(tr["seconds"].to_numpy()) >= 0)
+    ub = tr["upper_bound"].to_numpy()
+    finite = ub[np.isfinite(ub)]
+    assert np.all(finite[1:] <= finite[:-1] + 1e-12)         # the bound only comes down
+    assert np.all(finite >= opt.log_value - 1e-9)
+    assert inc[-1] == pytest.approx(opt.log_value, abs=1e-9) and ub[-1] == pytest.approx(opt.log_value, abs=1e-9)
+
+
+def test_pruning_ordering_and_staging_each_cut_the_work(hard_case):
+    spn, q, _ = hard_case
+    n = {m: spnkit.map(spn, q, method=m).stats for m in EXACT}
+    assert n["exact-fcos"]["stagings"] > 0 and n["exact-fco"]["stagings"] == 0
+    assert n["exact-fc"]["expansions"] < n["exact-mc"]["expansions"]
+    assert n["exact-fco"]["expansions"] <= n["exact-fc"]["expansions"]
+
+
+@pytest.mark.parametrize("method", [*APPROX, *EXACT, "brute"])
+def test_map_batch_gives_what_single_calls_give(nltcs_path, method):
+    spn = spnkit.load(nltcs_path)
+    rng = np.random.default_rng(3)
+    queries = []
+    for _ in range(12):
+        roles = rng.integers(0, 3, size=16)
+        roles[rng.integers(16)] = 0
+        queries.append(Query(16, query=np.flatnonzero(roles == 0),
+                             evidence={int(v): int(rng.integers(2)) for v in np.flatnonzero(roles == 1)},
+                             hidden=np.flatnonzero(roles == 2)))
+    df = spnkit.map_batch(spn, queries, method=method, seed=5)
+    assert list(df["query"]) == list(range(12)) and set(df["method"]) == {method}
+    for i, q in enumerate(queries):
+        r = spnkit.map(spn, q, method=method, seed=5)
+        assert df["assignment"][i].tolist() == r.assignment.tolist()
+        assert df["log_value"][i] == r.log_value and bool(df["exact"][i]) == r.exact
+    assert (df["seconds"] > 0).all()
+
+
+def test_map_batch_refuses_bad_input_naming_the_query():
+    spn = random_spn(3, n_vars=4, max_card=2)
+    with pytest.raises(QueryError, match=r"queries\[1\]: the query has 3 variables"):
+        spnkit.map_batch(spn, [Query(4), Query(3)])
+    with pytest.raises(QueryError, match="at least one query"):
+        spnkit.map_batch(spn, [])
+    with pytest.raises(QueryError, match=r"queries\[0\] is a str"):
+        spnkit.map_batch(spn, ["????"])
+    with pytest.raises(QueryError, match="unknown option"):
+        spnkit.map(spn, Query(4), method="bt", beam_width=3)
+    with pytest.raises(QueryError, match="timeout=0"):
+        spnkit.map(spn, Query(4), method="exact", timeout=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(spn_and_query(max_vars=6), st.sampled_from([*APPROX, *EXACT]))
+def test_map_batch_matches_map_on_random_spns(case, method):
+    spn, q = case
+    df = spnkit.map_batch(spn, [q, q], method=method)
+    r = spnkit.map(spn, q, method=method)
+    assert df["log_value"].tolist() == [r.log_value, r.log_value]
