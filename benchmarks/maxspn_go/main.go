@@ -80,7 +80,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "unknown method", method)
 			os.Exit(2)
 		}
-		fmt.Fprintf(out, "%d,%.12g,%.9g\n", i, v, time.Since(t0).Seconds())
+		fmt.Fprintf(out, "%d,%.17g,%.9g\n", i, v, time.Since(t0).Seconds())
 		i++
 	}
 }

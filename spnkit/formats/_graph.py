@@ -77,6 +77,9 @@ class GraphBuilder:
         if len(roots) != 1:
             raise SPNStructureError(f"{self.source}: expected one root (a node without parents), found "
                                     f"{len(roots)}: {roots[:5]}")
+        if self._numbered_children_first():
+            order = sorted(self.kind)                # the file's own order (keeps load(save(spn)) exact)
+            return self._arrays(order, meta, n_vars)
         order, state = [], {}                        # iterative DFS post-order = children first
         stack = [(roots[0], 0)]
         while stack:
@@ -99,6 +102,16 @@ class GraphBuilder:
         if len(order) != len(self.kind):
             unreachable = [n for n in self.kind if n not in state][:5]
             raise SPNStructureError(f"{self.source}: nodes not reachable from the root, e.g. {unreachable}")
+        return self._arrays(order, meta, n_vars)
+
+    def _numbered_children_first(self) -> bool:
+        """Ids are exactly 0..n-1 (ints) and every child's id is below its parent's (the root is n-1)."""
+        n = len(self.kind)
+        if not all(type(k) is int for k in self.kind) or set(self.kind) != set(range(n)):
+            return False
+        return all(type(c) is int and c < p for p, ch in self.kids.items() for c in ch)
+
+    def _arrays(self, order: list, meta: dict | None, n_vars: int | None) -> FlatSPN:
         index = {nid: i for i, nid in enumerate(order)}
         node_type = np.array([self.kind[n] for n in order], dtype=np.int8)
         counts = [len(self.kids.get(n, [])) for n in order]

@@ -118,3 +118,99 @@ def test_malformed_json(tmp_path):
     p.write_text("{not json")
     with pytest.raises(SPNFormatError, match="node-link"):
         spnkit.load(p)
+
+
+def _same_arrays(a, b):
+    for name in ("node_type", "child_ptr", "children", "log_w", "leaf_var", "leaf_val", "cardinalities"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(spn_seeds)
+def test_maxspn_and_json_round_trip_exactly(seed):
+    spn = random_spn(seed, n_vars=6, normalised=bool(seed % 2))      # zero weights (-inf) included
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        for fmt, name in (("maxspn", "s.spn"), ("json", "s.json")):
+            spnkit.save(spn, Path(d) / name, format=fmt)
+            _same_arrays(spnkit.load(Path(d) / name), spn)
+
+
+def test_json_writer_output_is_strict_json_other_tools_can_read(tmp_path):
+    spn = random_spn(4, n_vars=4)
+    spnkit.save(spn, tmp_path / "s.json", format="json")
+    data = json.loads((tmp_path / "s.json").read_text())          # strict: no NaN/Infinity tokens
+    for node in data["nodes"]:
+        if node["class"] == "Sum":
+            assert all(w >= 0 for w in node["weights"])
+            assert all((lw is None and w == 0) or math.isclose(math.exp(lw), w) for w, lw in
+                       zip(node["weights"], node["log_weights"], strict=True))
+    for node in data["nodes"]:                                     # the linear weights alone give the same SPN
+        node.pop("log_weights", None)
+    (tmp_path / "linear.json").write_text(json.dumps(data))
+    back = spnkit.load(tmp_path / "linear.json")
+    X = np.array([[v % int(c) for v, c in enumerate(spn.cardinalities)], [-1] * spn.n_vars])
+    np.testing.assert_allclose(back.log_prob(X), spn.log_prob(X), rtol=0, atol=1e-12)
+
+
+AC_TEXT = """(2 2)
+v 0 0
+v 0 1
+v 1 0
+v 1 1
+n 0.3
+n 0.7
+* 4 0 2
+* 5 1 3
+n 2.0
++ 6 7
+* 8 9
+EOF
+features after EOF are ignored
+"""
+
+
+def test_libra_ac_reader_folds_constants_into_weights(tmp_path):
+    """The circuit 2 * (0.3 [X0=0][X1=0] + 0.7 [X0=1][X1=1]), checked by hand."""
+    p = tmp_path / "m.ac"
+    p.write_text(AC_TEXT)
+    spn = spnkit.load(p)
+    assert spn.meta["format"] == "ac" and spn.n_vars == 2
+    X = np.array([[0, 0], [1, 1], [0, 1], [-1, -1]])
+    np.testing.assert_allclose(np.exp(spn.log_prob(X)), [0.6, 1.4, 0.0, 2.0], rtol=1e-12)
+    assert spnkit.io.detect_format(AC_TEXT) == "ac"
+
+
+@settings(max_examples=30, deadline=None)
+@given(spn_seeds)
+def test_ac_writer_and_reader_agree_with_the_network(seed):
+    spn = random_spn(seed, n_vars=5, normalised=False)
+    back = spnkit.io.READERS["ac"](spnkit.io.WRITERS["ac"](spn))
+    rng = np.random.default_rng(seed)
+    X = np.stack([rng.integers(-1, spn.cardinalities) for _ in range(20)])
+    np.testing.assert_allclose(back.log_prob(X), spn.log_prob(X), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("text,err,what", [
+    ("(2)\nv 0 0\nn -1\n* 0 1\nEOF\n", SPNFormatError, ":3: constant '-1'"),
+    ("(2)\nv 0 0\nv 0 1\n+ 0 5\nEOF\n", SPNFormatError, ":4: child 5 does not come before"),
+    ("(2)\nv 0 0\nv 0 1\nn 0.5\n+ 0 2\nEOF\n", SPNStructureError, "mixes constants"),
+    ("(2)\nv 0 3\nEOF\n", SPNFormatError, "X0=3 is out of range"),
+    ("(2)\nv 0 0\nn 0.5\n", SPNFormatError, "no 'EOF'"),
+    ("(2)\nn 0.5\nEOF\n", SPNStructureError, "constant"),
+    ("(2)\nv 0 0\nx 1\nEOF\n", SPNFormatError, "unknown node kind 'x'"),
+])
+def test_malformed_ac(tmp_path, text, err, what):
+    p = tmp_path / "bad.ac"
+    p.write_text(text)
+    with pytest.raises(err, match=what):
+        spnkit.load(p)
+
+
+def test_save_refuses_unknown_formats_and_leaves_no_file(tmp_path):
+    with pytest.raises(SPNFormatError, match="writable: maxspn, json, ac"):
+        spnkit.save(random_spn(1), tmp_path / "x.spn", format="pickle")
+    assert not list(tmp_path.iterdir())
