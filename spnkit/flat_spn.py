@@ -9,6 +9,7 @@ Leaves are indicators ``[X_var = val]``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import InitVar, dataclass, field
 
 import numpy as np
@@ -95,6 +96,16 @@ class FlatSPN:
         return (f"FlatSPN(nodes={c['nodes']} [sum={c['sum']}, product={c['product']}, leaf={c['leaf']}], "
                 f"edges={c['edges']}, vars={c['vars']}, max_card={int(self.cardinalities.max(initial=0))})")
 
+    @functools.cached_property
+    def linear_weights(self) -> tuple[np.ndarray, bool]:
+        """``(exp(log_w), safe)``: the linear weights of the kernels' fast path, and whether every non-zero one
+        lies in the range that path needs (``kernels.passes``); computed once per network."""
+        from .kernels.passes import linear_weights_safe
+
+        W = np.exp(self.log_w)
+        W.setflags(write=False)
+        return W, bool(linear_weights_safe(W))
+
     # -- inference -----------------------------------------------------------------------------------
     def log_prob(self, X) -> np.ndarray:
         """Log value of the network at each row of ``X``.
@@ -127,8 +138,8 @@ class FlatSPN:
             raise QueryError(f"X[{r}, {v}] = {X[r, v]} is out of range for variable {v} "
                              f"(cardinality {self.cardinalities[v]}); use 0..{self.cardinalities[v] - 1} "
                              "or -1 to marginalise")
-        return log_value_batch(self.node_type, self.child_ptr, self.children, self.log_w,
-                               self.leaf_var, self.leaf_val, X)
+        return log_value_batch(self.node_type, self.child_ptr, self.children, self.log_w, *self.linear_weights,
+                               self.leaf_var, self.leaf_val, X, int(self.cardinalities.max()))
 
     def log_partition(self) -> float:
         """``log Z``: the network's value with every variable marginalised (0 for a normalised SPN)."""

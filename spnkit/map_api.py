@@ -44,7 +44,10 @@ def reduce(spn: FlatSPN, q: Query) -> FlatSPN:
 
 
 def _options(method: str, opts: dict) -> tuple:
-    """Validated kernel parameters ``(code, k, beam, seed, max_rounds, timeout, check_every, max_trace)``."""
+    """Validated kernel parameters ``(code, k, beam, seed, max_rounds, deadline ticks, check_every,
+    max_trace)``."""
+    if not opts and method in _DEFAULT_OPTIONS:
+        return _DEFAULT_OPTIONS[method]
     if method not in METHOD_CODES:
         raise QueryError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     unknown = set(opts) - set(DEFAULTS)
@@ -58,8 +61,14 @@ def _options(method: str, opts: dict) -> tuple:
     timeout = math.inf if o["timeout"] is None else float(o["timeout"])
     if not timeout > 0:
         raise QueryError(f"timeout={o['timeout']}; expected seconds > 0 (or None for no limit)")
-    return (METHOD_CODES[method], int(o["k"]), int(o["beam"]), int(o["seed"]), int(o["max_rounds"]),
-            deadline_ticks(timeout), int(o["check_every"]), int(o["max_trace"]))
+    out = (METHOD_CODES[method], int(o["k"]), int(o["beam"]), int(o["seed"]), int(o["max_rounds"]),
+           deadline_ticks(timeout), int(o["check_every"]), int(o["max_trace"]))
+    if not opts:
+        _DEFAULT_OPTIONS[method] = out
+    return out
+
+
+_DEFAULT_OPTIONS: dict[str, tuple] = {}
 
 
 def _check_brute(method: str, n_query: int) -> None:
@@ -90,12 +99,12 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
     """
     t0 = time.perf_counter()
     code, k, beam, seed, max_rounds, timeout, check_every, max_trace = _options(method, opts)
-    q.check(spn)
+    q.check(spn, cached=True)
     if method == "brute":
         _check_brute(method, int(np.count_nonzero(q.role == QUERY)))
     status, x, lv, exact, ub, stats, trace, _sec = solve_query(
-        spn.node_type, spn.child_ptr, spn.children, spn.log_w, spn.leaf_var, spn.leaf_val, spn.cardinalities,
-        q.role, q.value, code, k, beam, seed, max_rounds, timeout, check_every, max_trace)
+        spn.node_type, spn.child_ptr, spn.children, spn.log_w, *spn.linear_weights, spn.leaf_var, spn.leaf_val,
+        spn.cardinalities, q.role, q.value, code, k, beam, seed, max_rounds, timeout, check_every, max_trace)
     if status == NO_QUERY_IN_SCOPE:
         raise QueryError(_NO_QUERY_MSG)
     st = dict(zip(STAT_NAMES, (int(s) for s in stats), strict=True))
@@ -133,8 +142,8 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query], method: str = "bt", **opts
     if method == "brute":
         _check_brute(method, int((roles == QUERY).sum(axis=1).max()))
     status, xs, lvs, exact, ubs, stats, secs = solve_batch(
-        spn.node_type, spn.child_ptr, spn.children, spn.log_w, spn.leaf_var, spn.leaf_val, spn.cardinalities,
-        roles, values, code, k, beam, seed, max_rounds, timeout, check_every)
+        spn.node_type, spn.child_ptr, spn.children, spn.log_w, *spn.linear_weights, spn.leaf_var, spn.leaf_val,
+        spn.cardinalities, roles, values, code, k, beam, seed, max_rounds, timeout, check_every)
     bad = np.flatnonzero(status == NO_QUERY_IN_SCOPE)
     if bad.size:
         raise QueryError(f"queries[{int(bad[0])}]: {_NO_QUERY_MSG}")

@@ -61,6 +61,7 @@ class Query:
         self.role, self.value = role, value
         self.role.setflags(write=False)
         self.value.setflags(write=False)
+        self._fits = None          # the cardinalities array of the last network check() accepted
 
     @classmethod
     def parse(cls, line: str) -> Query:
@@ -110,18 +111,24 @@ class Query:
         line = self.to_line() if self.n_vars <= 40 and not np.any(self.value > 9) else "..."
         return f"Query({counts}: {line!r})"
 
-    def check(self, spn) -> None:
-        """Raise :class:`QueryError` unless this query fits ``spn`` (length, evidence values, >= 1 query var)."""
-        if self.n_vars != spn.n_vars:
+    def check(self, spn, cached: bool = False) -> None:
+        """Raise :class:`QueryError` unless this query fits ``spn`` (length, evidence values, >= 1 query var).
+
+        ``cached``: skip the work when the last accepted network had this very cardinalities array (both are
+        read-only, so the answer cannot have changed): the per-query hot path calls it that way.
+        """
+        if cached and self._fits is spn.cardinalities:
+            return
+        if self.role.shape[0] != spn.n_vars:
             raise QueryError(f"the query has {self.n_vars} variables; the SPN has {spn.n_vars}")
-        ev = self.evidence_vars
-        bad = ev[self.value[ev] >= spn.cardinalities[ev]]
-        if bad.size:
-            v = int(bad[0])
+        bad = (self.role == EVIDENCE) & (self.value >= spn.cardinalities)
+        if bad.any():
+            v = int(np.argmax(bad))
             raise QueryError(f"evidence X{v} = {int(self.value[v])} is out of range for a variable of cardinality "
                              f"{int(spn.cardinalities[v])}")
-        if not self.query_vars.size:
+        if not (self.role == QUERY).any():
             raise QueryError("the query has no query variable ('?'); MAP needs at least one")
+        self._fits = spn.cardinalities
 
     def complete(self, q_values: np.ndarray) -> np.ndarray:
         """Full assignment (n_vars,): evidence values, ``q_values`` on the query variables, -1 on hidden ones."""

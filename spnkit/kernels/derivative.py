@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import log_value_mask
+from .passes import assignment_mask, log_value_mask
 
 
 @nb.njit(cache=True)
@@ -69,19 +69,6 @@ def derivatives_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
             elif zeros == 1:
                 dr[zc] = _lae(dr[zc], g + rest)
     return root
-
-
-@nb.njit(cache=True)
-def assignment_mask(x, max_card):
-    """Indicator settings of an assignment: row v one-hot at ``x[v]``, all True where ``x[v] == -1``."""
-    nv = x.shape[0]
-    mask = np.zeros((nv, max_card), dtype=np.bool_)
-    for v in range(nv):
-        if x[v] < 0:
-            mask[v, :] = True
-        else:
-            mask[v, x[v]] = True
-    return mask
 
 
 @nb.njit(cache=True)

@@ -29,7 +29,7 @@ from numba.typed import List
 
 from .clock import now
 from .derivative import derivatives_mask
-from .passes import log_value_mask
+from .passes import linear_weights_safe, log_value_mask_fast
 from .reduce import reduce_to_max
 
 MC = 0
@@ -179,6 +179,8 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
         if node_type[i] == 0:
             present[leaf_var[i]] = True
 
+    W = np.exp(log_w)                  # MC's passes take the linear fast path when they can
+    lin_ok = linear_weights_safe(W)
     best_x = init_x.copy()
     best = init_val
     stats = np.zeros(5, dtype=np.int64)
@@ -216,7 +218,7 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
         lvl = levels[parent_level]
         nt, ptr, ch, w, lv, lval = lvl
         if variant == MC:
-            bound = log_value_mask(nt, ptr, ch, w, lv, lval, mask, val)
+            bound = log_value_mask_fast(nt, ptr, ch, w, W, lin_ok, lv, lval, mask, val)
             stats[1] += 1
             if bound <= best:
                 status = PRUNED

@@ -7,6 +7,9 @@ solver's score (max-product value for BT, marginal for NG) *including* the const
 into the edge weights above it. At a query sum node, ``log_w[j] + u[child_j]`` is then exactly the reduced
 network's ``w'_j + score(child_j)``, so the top-down pass makes the reduced network's choices. A second sweep
 re-evaluates only the query part at the chosen assignment, reusing the constants: one exp per sum edge in all.
+
+Both sweeps first run in the linear domain (``passes.lin_value``'s fast path and range checks: no exp or log
+at all) and fall back to the log domain for the query when a value leaves the safe range.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import product_edges, sum_edges
+from .passes import assignment_mask, lin_product, lin_value_mask, out_of_range, product_edges, sum_edges
 
 
 @nb.njit(cache=True)
@@ -98,6 +101,109 @@ def _reevaluate(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, u,
         else:
             u[i] = product_edges(a, b, children, u)
     return u[n - 1]
+
+
+@nb.njit(cache=True)
+def _upward_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, role, value, use_max, u, kept):
+    """``_upward`` with linear values; returns 0 (no query variable), 1 (done) or -1 (out of range).
+
+    Written without query-dependent branches (a sum computes both its total and its best term and then
+    picks one): the branch predictor cannot learn the pattern of a new query, and mispredictions cost more
+    than the arithmetic saved.
+    """
+    n = node_type.shape[0]
+    bad = False
+    for i in range(n):
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            var = leaf_var[i]
+            r = role[var]
+            kept[i] = r == 0
+            u[i] = 1.0 - np.float64((r == 1) & (value[var] != leaf_val[i]))
+        elif t == 1:
+            k = kept[children[a]]
+            kept[i] = k
+            tot = 0.0
+            best = 0.0
+            for j in range(a, b):
+                s = W[j] * u[children[j]]
+                tot += s
+                best = max(best, s)
+            v = best if (k & use_max) else tot
+            bad |= out_of_range(v, True)
+            u[i] = v
+        else:
+            k = False
+            for j in range(a, b):
+                k |= kept[children[j]]
+            kept[i] = k
+            v, zero = lin_product(a, b, children, u)
+            bad |= out_of_range(v, zero)
+            u[i] = v
+    if bad:
+        return -1
+    return 1 if kept[n - 1] else 0
+
+
+@nb.njit(cache=True)
+def _descend_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, u, kept, x, stack):
+    """``_descend`` comparing ``W[j] * u[child]`` (first maximum on ties)."""
+    top = 1
+    stack[0] = node_type.shape[0] - 1
+    while top > 0:
+        top -= 1
+        i = stack[top]
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            x[leaf_var[i]] = leaf_val[i]
+        elif t == 1:
+            best = -1.0
+            bj = a
+            for j in range(a, b):
+                s = W[j] * u[children[j]]
+                if s > best:
+                    best = s
+                    bj = j
+            stack[top] = children[bj]
+            top += 1
+        else:
+            for j in range(a, b):
+                c = children[j]
+                if kept[c]:
+                    stack[top] = c
+                    top += 1
+
+
+@nb.njit(cache=True)
+def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, role, value, use_max,
+                    x, max_card):
+    """``linear_map`` through the linear-domain fast path when it stays in range (``W = exp(log_w)``,
+    ``lin_ok = passes.linear_weights_safe(W)``, ``max_card`` the largest cardinality), else in the log domain.
+    Same return values."""
+    if lin_ok:
+        n = node_type.shape[0]
+        u = np.empty(n)
+        kept = np.empty(n, dtype=np.bool_)
+        status = _upward_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, role, value, use_max, u, kept)
+        if status == 0:
+            return -np.inf, 0
+        if status == 1:
+            for v in range(x.shape[0]):
+                x[v] = value[v] if role[v] == 1 else (0 if role[v] == 0 else -1)
+            _descend_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, u, kept, x,
+                         np.empty(n, dtype=np.int64))
+            # a full pass at the answer costs less than skipping the constant part node by node
+            lv, ok = lin_value_mask(node_type, child_ptr, children, W, leaf_var, leaf_val,
+                                    assignment_mask(x, max_card), u)
+            if ok:
+                n_kept = 0
+                for i in range(n):
+                    if kept[i]:
+                        n_kept += 1
+                return lv, n_kept
+    return linear_map(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, use_max, x)
 
 
 @nb.njit(cache=True)

@@ -16,9 +16,9 @@ from .beam import beam_search
 from .clock import now
 from .exact import FC, FCO, FCOS, MC, branch_and_bound
 from .k_best import k_best_tree_map
-from .linear import linear_map
+from .linear import linear_map_fast
 from .maxprod import argmax_product, best_tree, brute_force
-from .passes import log_value
+from .passes import log_value, log_value_fast
 from .reduce import reduce_to_max
 
 BT = 0
@@ -41,9 +41,10 @@ NO_QUERY_IN_SCOPE = -1
 
 
 @nb.njit(cache=True)
-def solve_query(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, role, value,
+def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, cards, role, value,
                 method, k, beam, seed, max_rounds, timeout_ticks, check_every, max_trace):
-    """Answer one MAP query on the network given by the first six arrays.
+    """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
+    ``passes.linear_weights_safe(W)`` enable the linear-domain fast path).
 
     role/value: int8/int64 (n_vars,) as in ``spnkit.Query``. Returns ``(status, x, log_value, exact,
     upper_bound, stats, trace, ticks)``; times are ``clock.now()`` ticks; ``status`` is 0, or ``NO_QUERY_IN_SCOPE`` when no query variable
@@ -54,9 +55,12 @@ def solve_query(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
     stats = np.zeros(N_STATS, dtype=np.int64)
     trace = np.empty((0, 3))
     x_full = np.full(nv, -1, dtype=np.int64)
+    max_card = 1
+    for v in range(nv):
+        max_card = max(max_card, cards[v])
     if method == BT or method == NG:
-        lv, n_kept = linear_map(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value,
-                                method == BT, x_full)
+        lv, n_kept = linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, role,
+                                     value, method == BT, x_full, max_card)
         stats[5] = n_kept
         status = 0 if n_kept > 0 else NO_QUERY_IN_SCOPE
         return status, x_full, lv, False, np.nan, stats, trace, now() - t0
@@ -108,19 +112,20 @@ def solve_query(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
         xq, best, exact, ub, st, trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, variant, init_x,
                                                           init_val, t0 + timeout_ticks, check_every, max_trace)
         stats[:5] = st
-    lv = log_value(t, ptr, ch, w, var, val, xq, np.empty(t.shape[0]))
     for v in range(nv):
         if role[v] == 1:
             x_full[v] = value[v]
     for i in range(nq):
         x_full[qvars[i]] = xq[i]
+    lv = log_value_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, x_full, max_card,
+                        np.empty(node_type.shape[0]))
     if exact:
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
     return 0, x_full, lv, exact, ub, stats, trace, now() - t0
 
 
 @nb.njit(cache=True, parallel=True)
-def solve_batch(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, roles, values,
+def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, cards, roles, values,
                 method, k, beam, seed, max_rounds, timeout_ticks, check_every):
     """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows."""
     m, nv = roles.shape
@@ -132,8 +137,8 @@ def solve_batch(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
     stats = np.zeros((m, N_STATS), dtype=np.int64)
     secs = np.empty(m)
     for r in nb.prange(m):
-        s, x, lv, ex, ub, st, _tr, sec = solve_query(node_type, child_ptr, children, log_w, leaf_var, leaf_val,
-                                                    cards, roles[r], values[r], method, k, beam, seed,
+        s, x, lv, ex, ub, st, _tr, sec = solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
+                                                    leaf_val, cards, roles[r], values[r], method, k, beam, seed,
                                                     max_rounds, timeout_ticks, check_every, 0)
         status[r] = s
         xs[r] = x
