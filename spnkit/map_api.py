@@ -107,7 +107,7 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
         spn.cardinalities, q.role, q.value, code, k, beam, seed, max_rounds, timeout, check_every, max_trace)
     if status == NO_QUERY_IN_SCOPE:
         raise QueryError(_NO_QUERY_MSG)
-    st = dict(zip(STAT_NAMES, (int(s) for s in stats), strict=True))
+    st = dict(zip(STAT_NAMES, stats.tolist(), strict=True))
     if method.startswith("exact"):
         tr = pd.DataFrame(trace, columns=["seconds", "incumbent", "upper_bound"])
         tr["seconds"] /= ticks_per_second()
