@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import assignment_mask, lin_product, lin_value_mask, out_of_range, product_edges, sum_edges
+from .passes import lin_product, lin_sum, out_of_range, product_edges, sum_edges
 
 
 @nb.njit(cache=True)
@@ -177,11 +177,39 @@ def _descend_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, u, kept,
 
 
 @nb.njit(cache=True)
+def _reevaluate_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, x, u, kept, klist):
+    """``_reevaluate`` with linear values, over the query nodes only (listed first in a branch-free loop);
+    returns ``(log value, ok, number of query nodes)``."""
+    n = node_type.shape[0]
+    nk = 0
+    for i in range(n):
+        klist[nk] = i
+        nk += kept[i]
+    bad = False
+    for p in range(nk):
+        i = klist[p]
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            u[i] = np.float64(x[leaf_var[i]] == leaf_val[i])
+        elif t == 1:
+            v = lin_sum(a, b, children, W, u)
+            bad |= out_of_range(v, True)
+            u[i] = v
+        else:
+            v, zero = lin_product(a, b, children, u)
+            bad |= out_of_range(v, zero)
+            u[i] = v
+    if bad:
+        return 0.0, False, nk
+    return np.log(u[n - 1]), True, nk
+
+
+@nb.njit(cache=True)
 def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, role, value, use_max,
-                    x, max_card):
+                    x):
     """``linear_map`` through the linear-domain fast path when it stays in range (``W = exp(log_w)``,
-    ``lin_ok = passes.linear_weights_safe(W)``, ``max_card`` the largest cardinality), else in the log domain.
-    Same return values."""
+    ``lin_ok = passes.linear_weights_safe(W)``), else in the log domain. Same return values."""
     if lin_ok:
         n = node_type.shape[0]
         u = np.empty(n)
@@ -192,16 +220,11 @@ def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, 
         if status == 1:
             for v in range(x.shape[0]):
                 x[v] = value[v] if role[v] == 1 else (0 if role[v] == 0 else -1)
-            _descend_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, u, kept, x,
-                         np.empty(n, dtype=np.int64))
-            # a full pass at the answer costs less than skipping the constant part node by node
-            lv, ok = lin_value_mask(node_type, child_ptr, children, W, leaf_var, leaf_val,
-                                    assignment_mask(x, max_card), u)
+            stack = np.empty(n, dtype=np.int64)
+            _descend_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, u, kept, x, stack)
+            lv, ok, n_kept = _reevaluate_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, x, u, kept,
+                                             stack)
             if ok:
-                n_kept = 0
-                for i in range(n):
-                    if kept[i]:
-                        n_kept += 1
                 return lv, n_kept
     return linear_map(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, use_max, x)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import log_value, product_edges, sum_edges
+from .passes import linear_weights_safe, log_value, log_value_mask_fast, product_edges, sum_edges
 
 
 @nb.njit(cache=True)
@@ -87,24 +87,35 @@ def normalized_greedy(node_type, child_ptr, children, log_w, leaf_var, leaf_val,
 def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards):
     """Enumerate every assignment (mixed radix, last variable fastest); return ``(best_x, best_log_value)``.
 
+    Each assignment is evaluated by the linear fast path when it stays in range, else in the log domain.
     Tie rule: the first maximum in that order.
     """
     nv = cards.shape[0]
+    K = 1
+    for v in range(nv):
+        K = max(K, cards[v])
+    W = np.exp(log_w)
+    lin_ok = linear_weights_safe(W)
     x = np.zeros(nv, dtype=np.int64)
+    mask = np.zeros((nv, K), dtype=np.bool_)
+    mask[:, 0] = True
     best_x = x.copy()
     best = -np.inf
     buf = np.empty(node_type.shape[0], dtype=np.float64)
     while True:
-        v = log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, buf)
+        v = log_value_mask_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, mask, buf)
         if v > best:
             best = v
             best_x[:] = x
         k = nv - 1
         while k >= 0:
+            mask[k, x[k]] = False
             x[k] += 1
             if x[k] < cards[k]:
+                mask[k, x[k]] = True
                 break
             x[k] = 0
+            mask[k, 0] = True
             k -= 1
         if k < 0:
             break

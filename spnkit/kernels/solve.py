@@ -60,7 +60,7 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
         max_card = max(max_card, cards[v])
     if method == BT or method == NG:
         lv, n_kept = linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, role,
-                                     value, method == BT, x_full, max_card)
+                                     value, method == BT, x_full)
         stats[5] = n_kept
         status = 0 if n_kept > 0 else NO_QUERY_IN_SCOPE
         return status, x_full, lv, False, np.nan, stats, trace, now() - t0
