@@ -30,6 +30,16 @@ DEBD = {
 }
 SPLITS = ("train", "valid", "test")
 
+#: The learned SPNs spnkit reads from the data root (../shared/data/spn): name -> path, format detected.
+BENCHMARK_SPNS = {
+    "nltcs": "spn/maxspn/nltcs.spn",                        # Mei, Jiang & Tu's LearnSPN model (maxspn text)
+    "nltcs-em": "spn/pyspn/nltcs/nltcs_em.spn",             # PAC-MAP's nltcs SPN (pyspn)
+    "breast-cancer": "spn/spnetworks/breast-cancer.spn",    # SPNetworks.jl asset, categorical (pyspn)
+    "nltcs-json": "spn/json/nltcs/spn.json",                # NeuPI's SPNs (node-link JSON, Bernoulli leaves)
+    "plants": "spn/json/plants/spn.json",
+    "ad": "spn/json/ad/spn.json",
+}
+
 _GH = "https://raw.githubusercontent.com"
 #: Public origin of each data-root prefix (pinned commits, see ../shared/data/README.md for provenance).
 SOURCES = {
@@ -90,6 +100,28 @@ def _download(url: str, dest: Path) -> None:
                 fh.write(chunk)
                 bar.update(len(chunk))
     os.replace(tmp, dest)  # never leave a truncated file where a complete one is expected
+
+
+def load_spn(name: str):
+    """One of :data:`BENCHMARK_SPNS` as a :class:`spnkit.FlatSPN` (read via :func:`data_path`)."""
+    from .io import load
+
+    if name not in BENCHMARK_SPNS:
+        raise KeyError(f"unknown benchmark SPN {name!r}; expected one of {', '.join(BENCHMARK_SPNS)}")
+    return load(data_path(BENCHMARK_SPNS[name]))
+
+
+def benchmark_spns(names=None) -> dict:
+    """``{name: FlatSPN}`` for ``names`` (default: every one of :data:`BENCHMARK_SPNS` that can be found);
+    an explicitly named SPN that cannot be found raises :class:`DataNotFoundError`."""
+    out = {}
+    for name in names or BENCHMARK_SPNS:
+        try:
+            out[name] = load_spn(name)
+        except DataNotFoundError:
+            if names:
+                raise
+    return out
 
 
 def load_debd(name: str, split: str = "test") -> np.ndarray:

@@ -90,7 +90,7 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
     Options: ``timeout`` seconds (exact methods return the incumbent with ``exact=False`` and an upper bound;
     ``bs`` stops climbing), ``seed`` (``bs``), ``k`` (``kbt``), ``beam`` and ``max_rounds`` (``bs``),
     ``check_every`` (search nodes between clock checks) and ``max_trace`` (rows of the exact solvers' anytime
-    trace in ``stats["trace"]``).
+    trace, ``result.trace``).
 
     Every method reports the exact ``log_value`` of the assignment it returns, evaluated on the reduced network.
     Ties: ``bt``/``ng``/``amap``/``kbt`` take the first child (the earlier tree) on ties; ``brute`` keeps the
@@ -108,14 +108,14 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
     if status == NO_QUERY_IN_SCOPE:
         raise QueryError(_NO_QUERY_MSG)
     st = dict(zip(STAT_NAMES, stats.tolist(), strict=True))
+    trace_array = None
     if method.startswith("exact"):
-        tr = pd.DataFrame(trace, columns=["seconds", "incumbent", "upper_bound"])
-        tr["seconds"] /= ticks_per_second()
-        st["trace"] = tr
+        trace_array = trace.copy()
+        trace_array[:, 0] /= ticks_per_second()
     st["timed_out"] = bool(method in EXACT_METHODS and not exact)
     return MapResult(assignment=x, log_value=float(lv), exact=bool(exact),
                      upper_bound=None if math.isnan(ub) else float(ub), seconds=time.perf_counter() - t0,
-                     method=method, stats=st)
+                     method=method, stats=st, trace_array=trace_array)
 
 
 def map_batch(spn: FlatSPN, queries: Sequence[Query], method: str = "bt", **opts) -> pd.DataFrame:
@@ -134,7 +134,7 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query], method: str = "bt", **opts
         if not isinstance(q, Query):
             raise QueryError(f"queries[{i}] is a {type(q).__name__}; expected spnkit.Query")
         try:
-            q.check(spn)
+            q.check(spn, cached=True)
         except QueryError as e:
             raise QueryError(f"queries[{i}]: {e}") from None
     roles = np.stack([q.role for q in queries])

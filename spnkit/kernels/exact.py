@@ -120,6 +120,18 @@ def _stage(level, mask, cards):
 
 
 @nb.njit(cache=True)
+def _record(trace, n_trace, t, best, ub):
+    """Append a trace row; when the trace is full, overwrite its last row (the latest state matters most)."""
+    if trace.shape[0] == 0:
+        return 0
+    k = min(n_trace, trace.shape[0] - 1)
+    trace[k, 0] = t
+    trace[k, 1] = best
+    trace[k, 2] = ub
+    return k + 1
+
+
+@nb.njit(cache=True)
 def _assignment(mask, cards):
     x = np.zeros(cards.shape[0], dtype=np.int64)
     for v in range(cards.shape[0]):
@@ -163,7 +175,8 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
 
     Returns ``(x, value, exact, upper_bound, stats, trace)``: stats = [expansions, derivative or upward passes,
     stagings, max depth, networks' summed node count]; trace rows = (clock ticks since start, incumbent, bound) at
-    every improvement and every deadline check (at most ``max_trace`` rows).
+    every improvement, and at deadline checks when the bound moved or time grew by 5 % (at most ``max_trace``
+    rows; when full, the last row keeps the latest state).
     """
     t0 = now()
     nv = cards.shape[0]
@@ -184,8 +197,10 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     best_x = init_x.copy()
     best = init_val
     stats = np.zeros(5, dtype=np.int64)
-    trace = np.empty((max(max_trace, 1), 3))   # float64: ticks fit exactly up to 2**53
+    trace = np.empty((max_trace, 3))   # float64: ticks fit exactly up to 2**53
     n_trace = 0
+    last_t = 0.0                       # time and bound of the last trace row
+    last_ub = np.inf
 
     levels = List()
     levels.append((node_type, child_ptr, children, log_w, leaf_var, leaf_val))
@@ -232,11 +247,8 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
         if status == COMPLETE:
             best = bound
             best_x = _assignment(mask, cards)
-            if n_trace < max_trace:
-                trace[n_trace, 0] = now() - t0
-                trace[n_trace, 1] = best
-                trace[n_trace, 2] = np.inf
-                n_trace += 1
+            last_t = now() - t0
+            n_trace = _record(trace, n_trace, last_t, best, max(last_ub, best))
         elif status == OPEN:
             top += 1
             f_mask[top] = mask
@@ -282,11 +294,10 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
                 for j in range(f_next[f], f_cnt[f]):
                     if f_bnd[f, j] > ub:
                         ub = f_bnd[f, j]
-            if n_trace < max_trace:
-                trace[n_trace, 0] = t - t0
-                trace[n_trace, 1] = best
-                trace[n_trace, 2] = ub
-                n_trace += 1
+            if ub < last_ub or t - t0 >= 1.05 * last_t:      # bound moved, or log-spaced in time
+                last_t = t - t0
+                last_ub = ub
+                n_trace = _record(trace, n_trace, last_t, best, ub)
             if t > deadline:
                 timed_out = True
                 break
@@ -323,9 +334,5 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     if best == -np.inf and not timed_out:
         # every completion has probability 0 (or the search found nothing above init_val = -inf)
         best_x = init_x.copy()
-    if n_trace < max_trace:
-        trace[n_trace, 0] = now() - t0
-        trace[n_trace, 1] = best
-        trace[n_trace, 2] = ub
-        n_trace += 1
+    n_trace = _record(trace, n_trace, now() - t0, best, ub)
     return best_x, best, not timed_out, ub, stats, trace[:n_trace]

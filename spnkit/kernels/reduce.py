@@ -10,7 +10,77 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import sum_edges
+from .passes import lin_sum, out_of_range, sum_edges
+
+
+@nb.njit(cache=True)
+def _constants_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, keep, c):
+    """Fill ``keep`` (has a query variable below) and ``c`` (constant log-factor carried by the node)."""
+    for i in range(node_type.shape[0]):
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            v = leaf_var[i]
+            r = role[v]
+            keep[i] = r == 0
+            c[i] = -np.inf if (r == 1 and value[v] != leaf_val[i]) else 0.0
+        elif t == 1:
+            if keep[children[a]]:              # completeness: then every child is kept
+                keep[i] = True
+                c[i] = 0.0
+            else:
+                keep[i] = False
+                c[i] = sum_edges(a, b, children, log_w, c)
+        else:
+            s = 0.0
+            kept = False
+            for j in range(a, b):
+                s += c[children[j]]
+                kept |= keep[children[j]]
+            c[i] = s
+            keep[i] = kept
+
+
+@nb.njit(cache=True)
+def _constants_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, role, value, keep, c):
+    """``_constants_log`` with linear values (no exp/log); only kept products' constants are turned into logs
+    at the end, since only they reach the reduced network's weights. Returns False when a value left the fast
+    path's range (then nothing is usable)."""
+    bad = False
+    n = node_type.shape[0]
+    for i in range(n):
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            v = leaf_var[i]
+            r = role[v]
+            keep[i] = r == 0
+            c[i] = 1.0 - np.float64((r == 1) & (value[v] != leaf_val[i]))
+        elif t == 1:
+            k = keep[children[a]]
+            keep[i] = k
+            v = 1.0 if k else lin_sum(a, b, children, W, c)
+            bad |= out_of_range(v, True)
+            c[i] = v
+        else:
+            kept = False
+            acc = 1.0
+            zero = False
+            for j in range(a, b):
+                ch = children[j]
+                kept |= keep[ch]
+                f = c[ch]
+                zero |= f == 0.0
+                acc *= f
+            bad |= out_of_range(acc, zero)
+            c[i] = acc
+            keep[i] = kept
+    if bad:
+        return False
+    for i in range(n):
+        if keep[i]:
+            c[i] = np.log(c[i]) if node_type[i] == 2 else 0.0
+    return True
 
 
 @nb.njit(cache=True)
@@ -24,30 +94,28 @@ def reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rol
     n = node_type.shape[0]
     keep = np.zeros(n, dtype=np.bool_)
     c = np.zeros(n, dtype=np.float64)          # constant log-factor carried by node i
-    for i in range(n):
-        t = node_type[i]
-        a, b = child_ptr[i], child_ptr[i + 1]
-        if t == 0:
-            v = leaf_var[i]
-            r = role[v]
-            if r == 0:
-                keep[i] = True
-            elif r == 1 and value[v] != leaf_val[i]:
-                c[i] = -np.inf
-        elif t == 1:
-            if keep[children[a]]:              # completeness: then every child is kept
-                keep[i] = True
-            else:
-                c[i] = sum_edges(a, b, children, log_w, c)
-        else:
-            s = 0.0
-            kept = False
-            for j in range(a, b):
-                s += c[children[j]]
-                if keep[children[j]]:
-                    kept = True
-            c[i] = s
-            keep[i] = kept
+    _constants_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, keep, c)
+    return _build(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c)
+
+
+@nb.njit(cache=True)
+def reduce_to_max_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, role, value,
+                       qindex):
+    """``reduce_to_max`` with the constants computed by the linear fast path when it stays in range
+    (``W = exp(log_w)``, ``lin_ok`` as ``passes.linear_weights_safe(W)``)."""
+    n = node_type.shape[0]
+    keep = np.zeros(n, dtype=np.bool_)
+    c = np.zeros(n, dtype=np.float64)
+    if not (lin_ok and _constants_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, role, value, keep,
+                                      c)):
+        _constants_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, keep, c)
+    return _build(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c)
+
+
+@nb.njit(cache=True)
+def _build(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c):
+    """The kept nodes, renumbered, with each kept child's constant pushed into the sum edge above it."""
+    n = node_type.shape[0]
     root = n - 1
     if not keep[root]:
         e = np.zeros(0, dtype=np.int64)

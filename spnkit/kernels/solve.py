@@ -19,7 +19,7 @@ from .k_best import k_best_tree_map
 from .linear import linear_map_fast
 from .maxprod import argmax_product, best_tree, brute_force
 from .passes import log_value, log_value_fast
-from .reduce import reduce_to_max
+from .reduce import reduce_to_max_fast
 
 BT = 0
 NG = 1
@@ -76,8 +76,8 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
         if qindex[v] >= 0:
             qvars[qindex[v]] = v
             rcards[qindex[v]] = cards[v]
-    t, ptr, ch, w, var, val = reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val,
-                                            role, value, qindex)
+    t, ptr, ch, w, var, val = reduce_to_max_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
+                                                 leaf_val, role, value, qindex)
     if t.shape[0] == 0:
         return NO_QUERY_IN_SCOPE, x_full, -np.inf, False, np.nan, stats, trace, now() - t0
     stats[5] = t.shape[0]

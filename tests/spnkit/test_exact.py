@@ -82,7 +82,7 @@ def test_on_timeout_the_incumbent_and_a_valid_upper_bound_come_back(hard_case, m
 def test_the_anytime_trace_closes_the_gap_monotonically(hard_case, method):
     spn, q, opt = hard_case
     r = spnkit.map(spn, q, method=method, check_every=4)
-    tr = r.stats["trace"]
+    tr = r.trace
     assert isinstance(tr, pd.DataFrame) and len(tr) >= 2
     inc = tr["incumbent"].to_numpy()
     assert np.all(inc[1:] >= inc[:-1]) and np.all(np.diff(tr["seconds"].to_numpy()) >= 0)

@@ -1,0 +1,140 @@
+"""The paper's comparison: every method on every query, as a tidy DataFrame, and the authors' summaries.
+
+``compare`` runs ``spnkit.map_batch`` (all cores, like the authors' 25 concurrent goroutines) over groups of
+queries, so Ctrl-C returns the groups that finished. The summaries follow the authors' driver (``final.go``):
+
+* WINCNT: per query, the best value over the methods (NaN ignored); every method within 1e-6 of it (absolute
+  or relative) scores a win.
+* FINISH: queries finished within the timeout.  TIMEAVG: mean seconds per query.
+* RESAVG: mean log value, NaN if any query timed out.  RESLSE: logsumexp of the log values.
+* BATTLE: cell (i, j) counts queries where i finished, was strictly faster than j, and strictly better than j
+  (or j has no value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import QueryError
+from .flat_spn import FlatSPN
+from .map_api import map_batch
+from .protocol import BENCH_SETTINGS, protocol_queries, setting_name
+from .query import Query
+
+EPSILON = 1e-6
+KEYS = ["spn", "setting", "query"]
+COLUMNS = [*KEYS, "method", "log_value", "seconds", "exact", "timed_out"]
+
+
+def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "amap", "bs", "kbt", "exact"),
+            queries: Mapping[str, Mapping[str, Sequence[Query]]] | None = None,
+            settings: Sequence[str] = BENCH_SETTINGS, n_queries: int = 100, seed: int = 0,
+            timeout: float = 60.0, group: int = 25, progress: bool = True, **opts) -> pd.DataFrame:
+    """Run ``methods`` on every query; one row per (spn, setting, query, method).
+
+    ``queries``: ``{spn name: {setting label: [Query, ...]}}``; when None, ``n_queries`` per setting are drawn
+    by the authors' protocol (``spnkit.protocol``, uniform evidence, ``seed``). ``timeout`` applies per query
+    to the exact methods and beam search; ``opts`` go to every solver (e.g. ``k=100``, ``beam=10``).
+    Interrupting (Ctrl-C) returns the rows finished so far, with ``df.attrs["interrupted"] = True``.
+    """
+    if not spns:
+        raise QueryError("compare needs at least one SPN")
+    if queries is None:
+        queries = {name: {setting_name(s): protocol_queries(spn.cardinalities, s, n_queries, seed)
+                          for s in settings} for name, spn in spns.items()}
+    missing = set(spns) - set(queries)
+    if missing:
+        raise QueryError(f"no queries for SPN(s) {sorted(missing)}")
+    jobs = [(name, setting, m, start) for name in spns for setting, qs in queries[name].items()
+            for m in methods for start in range(0, len(qs), group)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(min(group, len(queries[n][s]) - st) for n, s, _m, st in jobs), unit="query",
+                   desc="spnkit.compare")
+    frames, interrupted = [], False
+    try:
+        for name, setting, method, start in jobs:
+            qs = list(queries[name][setting])[start:start + group]
+            run_opts = dict(opts)
+            if method.startswith("exact") or method == "bs":
+                run_opts["timeout"] = timeout
+            df = map_batch(spns[name], qs, method=method, **run_opts)
+            df["query"] += start
+            df.insert(0, "setting", setting)
+            df.insert(0, "spn", name)
+            frames.append(df)
+            if bar is not None:
+                bar.set_postfix_str(f"{name} {setting} {method}")
+                bar.update(len(qs))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    out = out[COLUMNS + [c for c in out.columns if c not in COLUMNS]]
+    out.attrs["interrupted"] = interrupted
+    return out
+
+
+def _best(df: pd.DataFrame) -> pd.Series:
+    return df.groupby(KEYS)["log_value"].transform("max")
+
+
+def wins(df: pd.DataFrame) -> pd.Series:
+    """Per row: within ``EPSILON`` (absolute or relative) of the best value for its query."""
+    best = _best(df)
+    gap = (best - df["log_value"]).abs()
+    same_inf = (best == df["log_value"])          # both -inf: every method found "impossible"
+    return df["log_value"].notna() & (same_inf | (gap <= EPSILON) | (gap <= EPSILON * best.abs()))
+
+
+def summary(df: pd.DataFrame, by: Sequence[str] = ("spn",)) -> pd.DataFrame:
+    """WINCNT, FINISH, TIMEAVG, RESAVG and RESLSE per method (and per ``by``), as columns."""
+    d = df.assign(win=wins(df), finished=~df["timed_out"].astype(bool))
+    keys = [*by, "method"]
+
+    def lse(v):
+        v = v.dropna().to_numpy()
+        m = v.max() if len(v) else -np.inf
+        return m if m == -np.inf else m + np.log(np.exp(v - m).sum())
+
+    g = d.groupby(keys, sort=False)
+    out = pd.DataFrame({
+        "WINCNT": g["win"].sum().astype(int),
+        "FINISH": g["finished"].sum().astype(int),
+        "TIMEAVG": g["seconds"].mean(),
+        "RESAVG": g.apply(lambda x: np.nan if x["timed_out"].any() else x["log_value"].mean(),
+                          include_groups=False),
+        "RESLSE": g["log_value"].apply(lse),
+        "queries": g.size(),
+    })
+    return out.reset_index()
+
+
+def table(df: pd.DataFrame, metric: str = "WINCNT", rows: str = "spn") -> pd.DataFrame:
+    """One summary metric as a (rows x method) table, methods in the order they first appear."""
+    s = summary(df, by=(rows,))
+    t = s.pivot(index=rows, columns="method", values=metric)
+    return t[[m for m in dict.fromkeys(df["method"]) if m in t.columns]]
+
+
+def battle(df: pd.DataFrame) -> pd.DataFrame:
+    """The BATTLE dominance matrix: ``[i, j]`` = queries where method i finished, was strictly faster and
+    strictly better than j (or j has no value)."""
+    methods = list(dict.fromkeys(df["method"]))
+    v = df.pivot_table(index=KEYS, columns="method", values="log_value", aggfunc="first")
+    t = df.pivot_table(index=KEYS, columns="method", values="seconds", aggfunc="first")
+    done = ~df.pivot_table(index=KEYS, columns="method", values="timed_out", aggfunc="first").astype(bool)
+    out = pd.DataFrame(0, index=pd.Index(methods, name="winner"), columns=pd.Index(methods, name="loser"))
+    for i in methods:
+        for j in methods:
+            if i != j:
+                better = (v[i] > v[j]) | (v[j].isna() & v[i].notna())
+                out.loc[i, j] = int((done[i] & (t[i] < t[j]) & better).sum())
+    return out

@@ -1,0 +1,113 @@
+"""compare(): tidy rows, the authors' summaries recomputed by hand, Ctrl-C keeps what finished, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spnkit.compare import battle, compare, summary, table, wins
+
+from .random_spns import random_spn
+
+
+@pytest.fixture(scope="module")
+def result():
+    spns = {"a": random_spn(1, n_vars=8, max_card=2), "b": random_spn(2, n_vars=7, max_card=3)}
+    return compare(spns, methods=["bt", "ng", "kbt", "exact"], settings=["5:2:3", "10:0:0"], n_queries=12,
+                   progress=False)
+
+
+def test_one_row_per_spn_setting_query_method(result):
+    assert len(result) == 2 * 2 * 12 * 4
+    assert list(result.columns[:8]) == ["spn", "setting", "query", "method", "log_value", "seconds", "exact",
+                                        "timed_out"]
+    assert not result.duplicated(["spn", "setting", "query", "method"]).any()
+    assert result.loc[result.method == "exact", "exact"].all()
+
+
+def test_wincnt_and_the_other_summaries_by_hand(result):
+    s = summary(result)
+    for (spn, method), row in s.set_index(["spn", "method"]).iterrows():
+        mine = result[(result.spn == spn) & (result.method == method)]
+        best = result[result.spn == spn].groupby(["setting", "query"])["log_value"].max()
+        v = mine.set_index(["setting", "query"])["log_value"]
+        assert row["WINCNT"] == int((np.abs(best.loc[v.index] - v) <= 1e-6).sum())
+        assert row["TIMEAVG"] == pytest.approx(mine["seconds"].mean())
+        assert row["RESAVG"] == pytest.approx(mine["log_value"].mean())
+        assert row["RESLSE"] == pytest.approx(np.log(np.exp(mine["log_value"]).sum()))
+        assert row["FINISH"] == len(mine)
+    ex = s[s.method == "exact"]
+    assert (ex["WINCNT"] == ex["queries"]).all()                 # the exact solver wins every query
+    assert table(result, "WINCNT").loc["a", "exact"] == 24
+
+
+def test_battle_counts_dominance(result):
+    b = battle(result)
+    assert (np.diag(b.to_numpy()) == 0).all()
+    v = result.pivot_table(index=["spn", "setting", "query"], columns="method", values="log_value")
+    t = result.pivot_table(index=["spn", "setting", "query"], columns="method", values="seconds")
+    assert b.loc["bt", "exact"] == int(((t["bt"] < t["exact"]) & (v["bt"] > v["exact"])).sum()) == 0
+    assert b.loc["exact", "bt"] == int(((t["exact"] < t["bt"]) & (v["exact"] > v["bt"])).sum())
+
+
+def test_wins_treat_all_impossible_as_a_tie():
+    df = pd.DataFrame({"spn": "s", "setting": "x", "query": 0, "method": ["a", "b"],
+                       "log_value": [-np.inf, -np.inf], "seconds": 1.0, "exact": False, "timed_out": False})
+    assert wins(df).all()
+
+
+def test_ctrl_c_returns_what_finished(monkeypatch):
+    import spnkit.compare as cmp
+
+    calls = {"n": 0}
+    real = cmp.map_batch
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cmp, "map_batch", flaky)
+    df = compare({"a": random_spn(1, n_vars=6)}, methods=["bt", "ng", "kbt"], settings=["5:2:3"], n_queries=5,
+                 progress=False)
+    assert df.attrs["interrupted"] and set(df["method"]) == {"bt", "ng"} and len(df) == 10
+
+
+def test_cli_map_and_compare(tmp_path, nltcs_path):
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("??*01???**1?0??*\n" + "?" * 16 + "\n")
+    out = tmp_path / "r.csv"
+    run = subprocess.run([sys.executable, "-m", "spnkit", "map", str(nltcs_path), str(qfile), "--method", "exact",
+                          "--timeout", "5", "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    df = pd.read_csv(out)
+    assert len(df) == 2 and df["exact"].all()
+    assert df["log_value"][1] == pytest.approx(-1.7356024190, abs=1e-9)
+    run = subprocess.run([sys.executable, "-m", "spnkit", "compare", str(nltcs_path), "--methods", "bt,exact",
+                          "--settings", "5:2:3", "--queries", "6", "--out", str(tmp_path / "t.csv")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "WINCNT" in run.stdout and (tmp_path / "t.summary.csv").exists() and (tmp_path / "t.battle.csv").exists()
+
+
+@pytest.mark.parametrize("argv,what", [
+    (["map", "MISSING.spn", "q.txt"], "No such file"),
+    (["map", "{model}", "{bad}"], "QueryError: .*bad.q:1: symbol 'x'"),
+    (["map", "{model}", "{good}", "--method", "kbt", "--k", "0"], "QueryError: k=0"),
+    (["map", "{bad}", "{good}"], "SPNFormatError"),
+])
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, nltcs_path, argv, what):
+    (tmp_path / "bad.q").write_text("??x\n")
+    (tmp_path / "good.q").write_text("?" * 16 + "\n")
+    argv = [a.format(model=nltcs_path, bad=tmp_path / "bad.q", good=tmp_path / "good.q") for a in argv]
+    run = subprocess.run([sys.executable, "-m", "spnkit", *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    import re
+
+    assert re.search(what, run.stderr), run.stderr
