@@ -25,7 +25,7 @@ export DO_NOT_TRACK := 1
 export PYTHONUNBUFFERED := 1
 
 DEMO_NOTEBOOKS := notebooks/arealnb_00_first_look.ipynb notebooks/arealnb_01_engine.ipynb \
-                  notebooks/spn_00_first_look.ipynb
+                  notebooks/spn_00_first_look.ipynb notebooks/spn_01_map_tour.ipynb
 PYTEST_ARGS ?=
 
 .PHONY: help setup models demo test lab bench lint clean
