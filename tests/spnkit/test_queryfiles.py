@@ -70,3 +70,23 @@ def test_pyspn_files_need_the_number_of_variables(tmp_path):
     (tmp_path / "x.map").write_text("q 1\n")
     with pytest.raises(QueryError, match="pass n_vars"):
         read_queries(tmp_path / "x.map")
+
+
+def test_protocol_sizes_roles_and_evidence_from_data():
+    from spnkit.protocol import ALL_SETTINGS
+
+    # the authors loop q = 1..9, e = 0.. while q + e <= 10 (final.go GenerateQEH): 54 settings, not the 45
+    # the notes count
+    assert len(ALL_SETTINGS) == 54 and ALL_SETTINGS[0] == "1:0:9" and ALL_SETTINGS[-1] == "9:1:0"
+    cards = np.full(16, 2)
+    for setting, (nq, ne) in {"5:2:3": (8, 3), "1:1:8": (1, 1), "10:0:0": (16, 0), "1:0:9": (1, 0)}.items():
+        for q in protocol_queries(cards, setting, count=5, seed=1):
+            assert (len(q.query_vars), len(q.evidence_vars)) == (nq, ne)
+    rows = np.array([[1] * 8 + [0] * 8])                          # one data row: evidence must copy it
+    for q in protocol_queries(cards, "2:6:2", count=10, seed=2, evidence_rows=rows):
+        ev = q.evidence_vars
+        assert np.array_equal(q.value[ev], rows[0, ev])
+    with pytest.raises(QueryError, match="evidence_rows has shape"):
+        protocol_queries(cards, "5:2:3", evidence_rows=np.zeros((3, 5), dtype=int))
+    with pytest.raises(QueryError, match="Q:E:H"):
+        protocol_queries(cards, "5:5:5")
