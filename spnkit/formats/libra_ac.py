@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import SPNFormatError, SPNStructureError
 from ..flat_spn import LEAF, PRODUCT, SUM, FlatSPN
+from .maxspn import cardinality_line
 
 
 def looks_like(text: str) -> bool:
@@ -48,15 +49,7 @@ def _logsumexp(xs: list[float]) -> float:
 def parse(text: str, source: str = "<string>") -> FlatSPN:
     """Parse a Libra ``.ac`` into a validated FlatSPN; errors name ``source:line``."""
     lines = text.splitlines()
-    if not lines or not lines[0].strip().startswith("(") or not lines[0].strip().endswith(")"):
-        raise SPNFormatError(f"{source}:1: expected the cardinality line '(2 2 ... 2)'" if lines else
-                             f"{source}: the file is empty")
-    try:
-        cards = [int(t) for t in lines[0].strip()[1:-1].split()]
-    except ValueError as exc:
-        raise SPNFormatError(f"{source}:1: cardinalities must be integers: {exc}") from None
-    if not cards or min(cards) < 1:
-        raise SPNFormatError(f"{source}:1: expected one cardinality >= 1 per variable")
+    cards = cardinality_line(lines, source)
 
     # Per AC node: its SPN node id (None for a pure constant) and the log factor carried above it.
     spn_id: list[int | None] = []

@@ -26,9 +26,8 @@ def looks_like(text: str) -> bool:
     return text.lstrip().startswith("(")
 
 
-def parse(text: str, source: str = "<string>") -> FlatSPN:
-    """Parse maxspn text into a validated FlatSPN; raises SPNFormatError naming ``source:line``."""
-    lines = text.splitlines()
+def cardinality_line(lines: list[str], source: str) -> list[int]:
+    """The ``(2 2 ... 2)`` first line shared by maxspn and Libra ``.ac`` files; SPNFormatError names line 1."""
     if not lines or not lines[0].strip().startswith("("):
         raise SPNFormatError(f"{source}:1: expected the cardinality line '(2 2 ... 2)', got {lines[0][:60]!r}"
                              if lines else f"{source}: the file is empty")
@@ -41,6 +40,13 @@ def parse(text: str, source: str = "<string>") -> FlatSPN:
         raise SPNFormatError(f"{source}:1: cardinalities must be integers: {exc}") from None
     if not cards or min(cards) < 1:
         raise SPNFormatError(f"{source}:1: expected one cardinality >= 1 per variable, got {head[:60]!r}")
+    return cards
+
+
+def parse(text: str, source: str = "<string>") -> FlatSPN:
+    """Parse maxspn text into a validated FlatSPN; raises SPNFormatError naming ``source:line``."""
+    lines = text.splitlines()
+    cards = cardinality_line(lines, source)
 
     node_type: list[int] = []
     child_ptr: list[int] = [0]

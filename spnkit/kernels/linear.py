@@ -17,7 +17,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import lin_product, lin_sum, out_of_range, product_edges, sum_edges
+from .maxprod import descend_into
+from .passes import lin_product, lin_sum, node_value, out_of_range, product_edges, sum_edges
 
 
 @nb.njit(cache=True)
@@ -55,52 +56,12 @@ def _upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, val
 
 
 @nb.njit(cache=True)
-def _descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, u, kept, x, stack):
-    """From the root through query nodes: the best child at sums (first on ties), every query child at
-    products; each reached leaf sets its variable in ``x``."""
-    top = 1
-    stack[0] = node_type.shape[0] - 1
-    while top > 0:
-        top -= 1
-        i = stack[top]
-        t = node_type[i]
-        a, b = child_ptr[i], child_ptr[i + 1]
-        if t == 0:
-            x[leaf_var[i]] = leaf_val[i]
-        elif t == 1:
-            best = -np.inf
-            bj = a
-            for j in range(a, b):
-                s = log_w[j] + u[children[j]]
-                if s > best:
-                    best = s
-                    bj = j
-            stack[top] = children[bj]
-            top += 1
-        else:
-            for j in range(a, b):
-                c = children[j]
-                if kept[c]:
-                    stack[top] = c
-                    top += 1
-
-
-@nb.njit(cache=True)
 def _reevaluate(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, u, kept):
     """Overwrite ``u`` on query nodes with their value at ``x`` (query variables assigned); constants stay."""
-    n = node_type.shape[0]
-    for i in range(n):
-        if not kept[i]:
-            continue
-        t = node_type[i]
-        a, b = child_ptr[i], child_ptr[i + 1]
-        if t == 0:
-            u[i] = 0.0 if x[leaf_var[i]] == leaf_val[i] else -np.inf
-        elif t == 1:
-            u[i] = sum_edges(a, b, children, log_w, u)
-        else:
-            u[i] = product_edges(a, b, children, u)
-    return u[n - 1]
+    for i in range(node_type.shape[0]):
+        if kept[i]:
+            node_value(i, node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, u)
+    return u[node_type.shape[0] - 1]
 
 
 @nb.njit(cache=True)
@@ -144,36 +105,6 @@ def _upward_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, role, val
     if bad:
         return -1
     return 1 if kept[n - 1] else 0
-
-
-@nb.njit(cache=True)
-def _descend_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, u, kept, x, stack):
-    """``_descend`` comparing ``W[j] * u[child]`` (first maximum on ties)."""
-    top = 1
-    stack[0] = node_type.shape[0] - 1
-    while top > 0:
-        top -= 1
-        i = stack[top]
-        t = node_type[i]
-        a, b = child_ptr[i], child_ptr[i + 1]
-        if t == 0:
-            x[leaf_var[i]] = leaf_val[i]
-        elif t == 1:
-            best = -1.0
-            bj = a
-            for j in range(a, b):
-                s = W[j] * u[children[j]]
-                if s > best:
-                    best = s
-                    bj = j
-            stack[top] = children[bj]
-            top += 1
-        else:
-            for j in range(a, b):
-                c = children[j]
-                if kept[c]:
-                    stack[top] = c
-                    top += 1
 
 
 @nb.njit(cache=True)
@@ -221,7 +152,7 @@ def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, 
             for v in range(x.shape[0]):
                 x[v] = value[v] if role[v] == 1 else (0 if role[v] == 0 else -1)
             stack = np.empty(n, dtype=np.int64)
-            _descend_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, u, kept, x, stack)
+            descend_into(node_type, child_ptr, children, W, True, leaf_var, leaf_val, u, kept, x, stack)
             lv, ok, n_kept = _reevaluate_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, x, u, kept,
                                              stack)
             if ok:
@@ -244,7 +175,8 @@ def linear_map(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, 
         return -np.inf, 0
     for v in range(x.shape[0]):
         x[v] = value[v] if role[v] == 1 else (0 if role[v] == 0 else -1)
-    _descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, u, kept, x, np.empty(n, dtype=np.int64))
+    descend_into(node_type, child_ptr, children, log_w, False, leaf_var, leaf_val, u, kept, x,
+                 np.empty(n, dtype=np.int64))
     n_kept = 0
     for i in range(n):
         if kept[i]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import linear_weights_safe, log_value, log_value_mask_fast, product_edges, sum_edges
+from .passes import linear_weights_safe, log_value, log_value_mask_fast, node_value
 
 
 @nb.njit(cache=True)
@@ -30,35 +30,45 @@ def max_product_pass(node_type, child_ptr, children, log_w, out):
 
 
 @nb.njit(cache=True)
-def descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score, n_vars):
-    """Top-down: at each reached sum node follow the child maximising ``log_w + score[child]`` (the first
-    one on ties), at products follow every child; each reached leaf sets its variable. Returns int64 (n_vars,);
-    variables never reached stay 0."""
-    n = node_type.shape[0]
-    x = np.zeros(n_vars, dtype=np.int64)
-    stack = np.empty(n, dtype=np.int64)
+def descend_into(node_type, child_ptr, children, weights, linear, leaf_var, leaf_val, score, kept, x, stack):
+    """Top-down from the root: at each reached sum node follow the child maximising ``weights[j] * score``
+    (``linear``) or ``weights[j] + score`` (log domain), the first one on ties; at products follow every child
+    with ``kept[child]``; each reached leaf sets its variable in ``x``. ``stack``: int64 scratch, (n_nodes,)."""
     top = 1
-    stack[0] = n - 1
+    stack[0] = node_type.shape[0] - 1
     while top > 0:
         top -= 1
         i = stack[top]
         t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
         if t == 0:
             x[leaf_var[i]] = leaf_val[i]
         elif t == 1:
             best = -np.inf
-            bj = child_ptr[i]
-            for j in range(child_ptr[i], child_ptr[i + 1]):
-                s = log_w[j] + score[children[j]]
+            bj = a
+            for j in range(a, b):
+                s = weights[j] * score[children[j]] if linear else weights[j] + score[children[j]]
                 if s > best:
                     best = s
                     bj = j
             stack[top] = children[bj]
             top += 1
         else:
-            for j in range(child_ptr[i], child_ptr[i + 1]):
-                stack[top] = children[j]
-                top += 1
+            for j in range(a, b):
+                c = children[j]
+                if kept[c]:
+                    stack[top] = c
+                    top += 1
+
+
+@nb.njit(cache=True)
+def descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score, n_vars):
+    """``descend_into`` over a whole (reduced) network in the log domain; returns int64 (n_vars,), variables
+    never reached stay 0."""
+    n = node_type.shape[0]
+    x = np.zeros(n_vars, dtype=np.int64)
+    descend_into(node_type, child_ptr, children, log_w, False, leaf_var, leaf_val, score,
+                 np.ones(n, dtype=np.bool_), x, np.empty(n, dtype=np.int64))
     return x
 
 
@@ -149,15 +159,7 @@ def _sub_dag(node_type, child_ptr, children, root, mark, stack, out):
 def _log_value_on(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, nodes, n_nodes, out):
     """Evaluate only ``nodes[:n_nodes]`` (children first) at ``x``; returns the last one's value."""
     for p in range(n_nodes):
-        i = nodes[p]
-        t = node_type[i]
-        if t == 0:
-            xv = x[leaf_var[i]]
-            out[i] = 0.0 if (xv < 0 or xv == leaf_val[i]) else -np.inf
-        elif t == 1:
-            out[i] = sum_edges(child_ptr[i], child_ptr[i + 1], children, log_w, out)
-        else:
-            out[i] = product_edges(child_ptr[i], child_ptr[i + 1], children, out)
+        node_value(nodes[p], node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out)
     return out[nodes[n_nodes - 1]]
 
 

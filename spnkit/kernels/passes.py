@@ -40,6 +40,19 @@ def product_edges(a, b, children, vals):
     return acc
 
 
+@nb.njit(cache=True, inline="always")
+def node_value(i, node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out):
+    """``out[i]`` from its children's ``out`` (log domain) or, for a leaf, from ``x`` (-1 marginalises)."""
+    t = node_type[i]
+    if t == 0:
+        xv = x[leaf_var[i]]
+        out[i] = 0.0 if (xv < 0 or xv == leaf_val[i]) else -np.inf
+    elif t == 1:
+        out[i] = sum_edges(child_ptr[i], child_ptr[i + 1], children, log_w, out)
+    else:
+        out[i] = product_edges(child_ptr[i], child_ptr[i + 1], children, out)
+
+
 @nb.njit(cache=True, fastmath=False)
 def log_value_upto(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out, upto):
     """Evaluate nodes ``0..upto`` (the prefix network up to ``upto``) at ``x``; returns ``out[upto]``.
@@ -48,14 +61,7 @@ def log_value_upto(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x,
     Sum nodes use a max-shifted logsumexp, so an all ``-inf`` sum stays ``-inf`` without NaNs.
     """
     for i in range(upto + 1):
-        t = node_type[i]
-        if t == 0:
-            xv = x[leaf_var[i]]
-            out[i] = 0.0 if (xv < 0 or xv == leaf_val[i]) else -np.inf
-        elif t == 1:
-            out[i] = sum_edges(child_ptr[i], child_ptr[i + 1], children, log_w, out)
-        else:
-            out[i] = product_edges(child_ptr[i], child_ptr[i + 1], children, out)
+        node_value(i, node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out)
     return out[upto]
 
 
