@@ -43,17 +43,21 @@ OPEN = 1
 COMPLETE = 2
 
 
+@nb.njit(cache=True, inline="always")
+def _n_allowed(mask, cards, v):
+    """How many values of variable ``v`` are still allowed (1: assigned; 0: the node is infeasible)."""
+    c = 0
+    for k in range(cards[v]):
+        c += mask[v, k]
+    return c
+
+
 @nb.njit(cache=True)
 def _n_open(mask, cards):
     """Number of variables with more than one allowed value."""
     c = 0
     for v in range(cards.shape[0]):
-        k_allowed = 0
-        for k in range(cards[v]):
-            if mask[v, k]:
-                k_allowed += 1
-        if k_allowed > 1:
-            c += 1
+        c += _n_allowed(mask, cards, v) > 1
     return c
 
 
@@ -73,11 +77,7 @@ def _forward_check(nt, ptr, ch, w, lv, lval, mask, cards, inc, val, dr, d):
         changed = False
         n_open = 0
         for v in range(cards.shape[0]):
-            allowed = 0
-            for k in range(cards[v]):
-                if mask[v, k]:
-                    allowed += 1
-            if allowed <= 1:
+            if _n_allowed(mask, cards, v) <= 1:
                 continue
             left = 0
             for k in range(cards[v]):
@@ -104,16 +104,11 @@ def _stage(level, mask, cards):
     role = np.zeros(nv, dtype=np.int8)
     value = np.full(nv, -1, dtype=np.int64)
     qindex = np.full(nv, -1, dtype=np.int64)
+    assigned = _assignment(mask, cards)
     for v in range(nv):
-        allowed = 0
-        last = -1
-        for k in range(cards[v]):
-            if mask[v, k]:
-                allowed += 1
-                last = k
-        if allowed == 1:
+        if _n_allowed(mask, cards, v) == 1:
             role[v] = 1
-            value[v] = last
+            value[v] = assigned[v]
         else:
             qindex[v] = v
     return reduce_to_max(nt, ptr, ch, w, lv, lval, role, value, qindex)
@@ -148,14 +143,11 @@ def _pick_branch(mask, cards, d, ordering):
     best_v = -1
     best_d = -np.inf
     for v in range(cards.shape[0]):
-        allowed = 0
-        top = -np.inf
-        for k in range(cards[v]):
-            if mask[v, k]:
-                allowed += 1
-                if d[v, k] > top:
+        if _n_allowed(mask, cards, v) > 1:
+            top = -np.inf
+            for k in range(cards[v]):
+                if mask[v, k] and d[v, k] > top:
                     top = d[v, k]
-        if allowed > 1:
             if not ordering:
                 return v
             if best_v == -1 or top > best_d:

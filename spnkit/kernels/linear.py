@@ -18,7 +18,7 @@ import numba as nb
 import numpy as np
 
 from .maxprod import descend_into
-from .passes import lin_product, lin_sum, node_value, out_of_range, product_edges, sum_edges
+from .passes import leaf_role, lin_product, lin_sum, node_value, out_of_range, product_edges, sum_edges
 
 
 @nb.njit(cache=True)
@@ -29,9 +29,8 @@ def _upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, val
         t = node_type[i]
         a, b = child_ptr[i], child_ptr[i + 1]
         if t == 0:
-            r = role[leaf_var[i]]
-            kept[i] = r == 0
-            u[i] = -np.inf if (r == 1 and value[leaf_var[i]] != leaf_val[i]) else 0.0
+            kept[i], off = leaf_role(i, leaf_var, leaf_val, role, value)
+            u[i] = -np.inf if off else 0.0
         elif t == 1:
             k = kept[children[a]]                  # completeness: all children alike
             kept[i] = k
@@ -78,10 +77,8 @@ def _upward_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, role, val
         t = node_type[i]
         a, b = child_ptr[i], child_ptr[i + 1]
         if t == 0:
-            var = leaf_var[i]
-            r = role[var]
-            kept[i] = r == 0
-            u[i] = 1.0 - np.float64((r == 1) & (value[var] != leaf_val[i]))
+            kept[i], off = leaf_role(i, leaf_var, leaf_val, role, value)
+            u[i] = 1.0 - np.float64(off)
         elif t == 1:
             k = kept[children[a]]
             kept[i] = k
@@ -137,6 +134,13 @@ def _reevaluate_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, x, u,
 
 
 @nb.njit(cache=True)
+def _start_answer(x, role, value):
+    """Evidence values, 0 on query variables (until the descent sets them), -1 on hidden ones."""
+    for v in range(x.shape[0]):
+        x[v] = value[v] if role[v] == 1 else (0 if role[v] == 0 else -1)
+
+
+@nb.njit(cache=True)
 def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, role, value, use_max,
                     x):
     """``linear_map`` through the linear-domain fast path when it stays in range (``W = exp(log_w)``,
@@ -149,8 +153,7 @@ def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, 
         if status == 0:
             return -np.inf, 0
         if status == 1:
-            for v in range(x.shape[0]):
-                x[v] = value[v] if role[v] == 1 else (0 if role[v] == 0 else -1)
+            _start_answer(x, role, value)
             stack = np.empty(n, dtype=np.int64)
             descend_into(node_type, child_ptr, children, W, True, leaf_var, leaf_val, u, kept, x, stack)
             lv, ok, n_kept = _reevaluate_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, x, u, kept,
@@ -173,8 +176,7 @@ def linear_map(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, 
     kept = np.empty(n, dtype=np.bool_)
     if not _upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, use_max, u, kept):
         return -np.inf, 0
-    for v in range(x.shape[0]):
-        x[v] = value[v] if role[v] == 1 else (0 if role[v] == 0 else -1)
+    _start_answer(x, role, value)
     descend_into(node_type, child_ptr, children, log_w, False, leaf_var, leaf_val, u, kept, x,
                  np.empty(n, dtype=np.int64))
     n_kept = 0

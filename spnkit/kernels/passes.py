@@ -30,6 +30,14 @@ def sum_edges(a, b, children, log_w, vals):
 
 
 @nb.njit(cache=True, inline="always")
+def leaf_role(i, leaf_var, leaf_val, role, value):
+    """For leaf ``i`` under a query: ``(is a query indicator, is an evidence indicator that is off)``."""
+    var = leaf_var[i]
+    r = role[var]
+    return r == 0, (r == 1) & (value[var] != leaf_val[i])
+
+
+@nb.njit(cache=True, inline="always")
 def product_edges(a, b, children, vals):
     """``Σ_j vals[children[j]]`` over edges a..b-1, stopping at the first -inf."""
     acc = 0.0

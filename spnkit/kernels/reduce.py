@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import lin_sum, out_of_range, sum_edges
+from .passes import leaf_role, lin_sum, out_of_range, sum_edges
 
 
 @nb.njit(cache=True)
@@ -20,10 +20,8 @@ def _constants_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ro
         t = node_type[i]
         a, b = child_ptr[i], child_ptr[i + 1]
         if t == 0:
-            v = leaf_var[i]
-            r = role[v]
-            keep[i] = r == 0
-            c[i] = -np.inf if (r == 1 and value[v] != leaf_val[i]) else 0.0
+            keep[i], off = leaf_role(i, leaf_var, leaf_val, role, value)
+            c[i] = -np.inf if off else 0.0
         elif t == 1:
             if keep[children[a]]:              # completeness: then every child is kept
                 keep[i] = True
@@ -52,10 +50,8 @@ def _constants_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, role, 
         t = node_type[i]
         a, b = child_ptr[i], child_ptr[i + 1]
         if t == 0:
-            v = leaf_var[i]
-            r = role[v]
-            keep[i] = r == 0
-            c[i] = 1.0 - np.float64((r == 1) & (value[v] != leaf_val[i]))
+            keep[i], off = leaf_role(i, leaf_var, leaf_val, role, value)
+            c[i] = 1.0 - np.float64(off)
         elif t == 1:
             k = keep[children[a]]
             keep[i] = k
