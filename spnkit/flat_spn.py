@@ -106,6 +106,24 @@ class FlatSPN:
         W.setflags(write=False)
         return W, bool(linear_weights_safe(W))
 
+    @functools.cached_property
+    def map_plan(self) -> tuple[np.ndarray, ...]:
+        """What the MAP kernels' first sweep needs about this network (``kernels.linear``), computed once:
+        ``(link_ptr, links, uni, tab, rest, uni_index, z)`` as in ``kernels.linear.map_plan``, plus ``z``, every
+        node's log marginal (all variables summed out)."""
+        from .kernels.linear import map_plan
+        from .kernels.passes import log_value
+
+        W, _ = self.linear_weights
+        plan = map_plan(self.node_type, self.child_ptr, self.children, self.log_w, W, self.leaf_var, self.leaf_val,
+                        self.cardinalities)
+        z = np.empty(self.n_nodes)
+        log_value(self.node_type, self.child_ptr, self.children, self.log_w, self.leaf_var, self.leaf_val,
+                  np.full(self.n_vars, -1, dtype=np.int64), z)
+        for a in (*plan, z):
+            a.setflags(write=False)
+        return (*plan, z)
+
     # -- inference -----------------------------------------------------------------------------------
     def log_prob(self, X) -> np.ndarray:
         """Log value of the network at each row of ``X``.

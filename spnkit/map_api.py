@@ -3,6 +3,7 @@ numba kernel per query (``kernels.solve``)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -14,8 +15,8 @@ from .errors import QueryError
 from .flat_spn import FlatSPN
 from .kernels.clock import deadline_ticks, ticks_per_second
 from .kernels.reduce import reduce_to_max
-from .kernels.solve import EXACT_METHODS, METHOD_CODES, NO_QUERY_IN_SCOPE, solve_batch, solve_query
-from .query import QUERY, Query
+from .kernels.solve import BAD_QUERY, EXACT_METHODS, METHOD_CODES, solve_batch, solve_query
+from .query import EVIDENCE, QUERY, Query
 from .solvers.base import MapResult
 
 BRUTE_MAX_VARS = 25
@@ -46,8 +47,13 @@ def reduce(spn: FlatSPN, q: Query) -> FlatSPN:
 def _options(method: str, opts: dict) -> tuple:
     """Validated kernel parameters ``(code, k, beam, seed, max_rounds, deadline ticks, check_every,
     max_trace)``."""
-    if not opts and method in _DEFAULT_OPTIONS:
-        return _DEFAULT_OPTIONS[method]
+    key = (method, *sorted(opts.items()))
+    try:
+        return _OPTIONS_SEEN[key]
+    except KeyError:
+        pass
+    except TypeError:              # an unhashable option value: validate it every time
+        key = None
     if method not in METHOD_CODES:
         raise QueryError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     unknown = set(opts) - set(DEFAULTS)
@@ -63,12 +69,12 @@ def _options(method: str, opts: dict) -> tuple:
         raise QueryError(f"timeout={o['timeout']}; expected seconds > 0 (or None for no limit)")
     out = (METHOD_CODES[method], int(o["k"]), int(o["beam"]), int(o["seed"]), int(o["max_rounds"]),
            deadline_ticks(timeout), int(o["check_every"]), int(o["max_trace"]))
-    if not opts:
-        _DEFAULT_OPTIONS[method] = out
+    if key is not None and len(_OPTIONS_SEEN) < 256:
+        _OPTIONS_SEEN[key] = out
     return out
 
 
-_DEFAULT_OPTIONS: dict[str, tuple] = {}
+_OPTIONS_SEEN: dict[tuple, tuple] = {}   # validated options by (method, *sorted options): a query can take ~5 us
 
 
 def _check_brute(method: str, n_query: int) -> None:
@@ -99,23 +105,42 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
     """
     t0 = time.perf_counter()
     code, k, beam, seed, max_rounds, timeout, check_every, max_trace = _options(method, opts)
-    q.check(spn, cached=True)
+    if not isinstance(q, Query):
+        raise QueryError(f"q is a {type(q).__name__}; expected spnkit.Query")
     if method == "brute":
         _check_brute(method, int(np.count_nonzero(q.role == QUERY)))
-    status, x, lv, exact, ub, stats, trace, _sec = solve_query(
+    exact_method = code in _EXACT_CODES
+    trace = _trace_buffer(max_trace) if exact_method else _NO_TRACE
+    status, x, lv, exact, ub, stats, n_trace, _ticks = solve_query(
         spn.node_type, spn.child_ptr, spn.children, spn.log_w, *spn.linear_weights, spn.leaf_var, spn.leaf_val,
-        spn.cardinalities, q.role, q.value, code, k, beam, seed, max_rounds, timeout, check_every, max_trace)
-    if status == NO_QUERY_IN_SCOPE:
+        *spn.map_plan, spn.cardinalities, q.role, q.value, code, k, beam, seed, max_rounds, timeout, check_every,
+        trace)
+    if status < 0:
+        _raise_for(status, q, spn)
+    return MapResult(x, float(lv), bool(exact), None if math.isnan(ub) else float(ub), time.perf_counter() - t0,
+                     method, stats, trace[:n_trace].copy() if exact_method else None, STAT_NAMES,
+                     bool(method in EXACT_METHODS and not exact), 1.0 / ticks_per_second())
+
+
+_NO_TRACE = np.empty((0, 3))
+
+
+@functools.lru_cache(maxsize=4)
+def _trace_buffer(rows: int) -> np.ndarray:
+    """One scratch trace per size, reused: solve_query holds the GIL (it is not ``nogil``), so no two calls
+    write it at once, and each call copies its rows out before returning."""
+    return np.empty((rows, 3))
+_EXACT_CODES = frozenset(METHOD_CODES[m] for m in METHOD_CODES if m.startswith("exact"))
+
+
+def _raise_for(status: int, q: Query, spn: FlatSPN, where: str = "") -> None:
+    """The QueryError for a kernel's refusal: ``Query.check`` names what does not fit."""
+    try:
+        if status == BAD_QUERY:
+            q.check(spn)
         raise QueryError(_NO_QUERY_MSG)
-    st = dict(zip(STAT_NAMES, stats.tolist(), strict=True))
-    trace_array = None
-    if method.startswith("exact"):
-        trace_array = trace.copy()
-        trace_array[:, 0] /= ticks_per_second()
-    st["timed_out"] = bool(method in EXACT_METHODS and not exact)
-    return MapResult(assignment=x, log_value=float(lv), exact=bool(exact),
-                     upper_bound=None if math.isnan(ub) else float(ub), seconds=time.perf_counter() - t0,
-                     method=method, stats=st, trace_array=trace_array)
+    except QueryError as e:
+        raise QueryError(f"{where}{e}") from None
 
 
 def map_batch(spn: FlatSPN, queries: Sequence[Query], method: str = "bt", **opts) -> pd.DataFrame:
@@ -133,20 +158,23 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query], method: str = "bt", **opts
     for i, q in enumerate(queries):
         if not isinstance(q, Query):
             raise QueryError(f"queries[{i}] is a {type(q).__name__}; expected spnkit.Query")
-        try:
-            q.check(spn, cached=True)
-        except QueryError as e:
-            raise QueryError(f"queries[{i}]: {e}") from None
+        if q.role.shape[0] != spn.n_vars:
+            _raise_for(BAD_QUERY, q, spn, f"queries[{i}]: ")
     roles = np.stack([q.role for q in queries])
     values = np.stack([q.value for q in queries])
+    misfit = ((roles == EVIDENCE) & (values >= spn.cardinalities)).any(axis=1) | ~(roles == QUERY).any(axis=1)
+    if misfit.any():            # before any solving: a bad last query must not wait for the others
+        i = int(np.argmax(misfit))
+        _raise_for(BAD_QUERY, queries[i], spn, f"queries[{i}]: ")
     if method == "brute":
         _check_brute(method, int((roles == QUERY).sum(axis=1).max()))
     status, xs, lvs, exact, ubs, stats, secs = solve_batch(
         spn.node_type, spn.child_ptr, spn.children, spn.log_w, *spn.linear_weights, spn.leaf_var, spn.leaf_val,
-        spn.cardinalities, roles, values, code, k, beam, seed, max_rounds, timeout, check_every)
-    bad = np.flatnonzero(status == NO_QUERY_IN_SCOPE)
+        *spn.map_plan, spn.cardinalities, roles, values, code, k, beam, seed, max_rounds, timeout, check_every)
+    bad = np.flatnonzero(status < 0)
     if bad.size:
-        raise QueryError(f"queries[{int(bad[0])}]: {_NO_QUERY_MSG}")
+        i = int(bad[0])
+        _raise_for(int(status[i]), queries[i], spn, f"queries[{i}]: ")
     df = pd.DataFrame({
         "query": np.arange(len(queries)), "method": method, "log_value": lvs, "exact": exact, "upper_bound": ubs,
         "timed_out": (~exact) if method in EXACT_METHODS else np.zeros(len(queries), dtype=bool),

@@ -158,17 +158,18 @@ def _pick_branch(mask, cards, d, ordering):
 
 @nb.njit(cache=True)
 def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, variant,
-                     init_x, init_val, deadline, check_every, max_trace):
+                     init_x, init_val, deadline, check_every, trace):
     """Solve ``max_x S(x)`` exactly over a MAX instance (every variable a query variable).
 
     ``init_x``/``init_val``: the initial incumbent (``init_val = -inf`` for none, the authors' protocol).
     ``deadline``: a ``clock.now()`` tick count (``clock.NEVER`` for none), checked every ``check_every``
     expansions.
 
-    Returns ``(x, value, exact, upper_bound, stats, trace)``: stats = [expansions, derivative or upward passes,
-    stagings, max depth, networks' summed node count]; trace rows = (clock ticks since start, incumbent, bound) at
-    every improvement, and at deadline checks when the bound moved or time grew by 5 % (at most ``max_trace``
-    rows; when full, the last row keeps the latest state).
+    Returns ``(x, value, exact, upper_bound, stats, n_trace)``: stats = [expansions, derivative or upward
+    passes, stagings, max depth, networks' summed node count]. ``trace`` (float64, shape (max rows, 3), filled
+    here; ticks fit exactly up to 2**53) receives ``n_trace`` rows (clock ticks since start, incumbent, bound):
+    one at every improvement, and at deadline checks when the bound moved or time grew by 5 %; when full, the
+    last row keeps the latest state.
     """
     t0 = now()
     nv = cards.shape[0]
@@ -189,7 +190,6 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     best_x = init_x.copy()
     best = init_val
     stats = np.zeros(5, dtype=np.int64)
-    trace = np.empty((max_trace, 3))   # float64: ticks fit exactly up to 2**53
     n_trace = 0
     last_t = 0.0                       # time and bound of the last trace row
     last_ub = np.inf
@@ -327,4 +327,4 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
         # every completion has probability 0 (or the search found nothing above init_val = -inf)
         best_x = init_x.copy()
     n_trace = _record(trace, n_trace, now() - t0, best, ub)
-    return best_x, best, not timed_out, ub, stats, trace[:n_trace]
+    return best_x, best, not timed_out, ub, stats, n_trace

@@ -123,22 +123,33 @@ def lin_sum(a, b, children, W, vals):
 
 @nb.njit(cache=True, inline="always")
 def lin_product(a, b, children, vals):
-    """``(product of the children's values, whether one of them is 0)``."""
-    acc = 1.0
+    """``(product of the children's values, whether one of them is 0)``. Two interleaved partial products: a
+    product node has ~10 children on learned SPNs, and one chain of dependent multiplies waits ~4 cycles each."""
+    acc0 = 1.0
+    acc1 = 1.0
     zero = False
-    for j in range(a, b):
-        f = vals[children[j]]
-        zero |= f == 0.0
-        acc *= f
-    return acc, zero
+    j = a
+    while j + 1 < b:
+        f0 = vals[children[j]]
+        f1 = vals[children[j + 1]]
+        zero |= (f0 == 0.0) | (f1 == 0.0)
+        acc0 *= f0
+        acc1 *= f1
+        j += 2
+    if j < b:
+        f0 = vals[children[j]]
+        zero |= f0 == 0.0
+        acc0 *= f0
+    return acc0 * acc1, zero
 
 
 @nb.njit(cache=True, inline="always")
 def out_of_range(v, zero_ok):
-    """``v`` outside ``[2^-900, 2^900]``, unless it is 0 and ``zero_ok`` (a sum, whose terms cannot underflow,
-    or a product with a zero factor: a true zero). A product that reached 0 otherwise underflowed. Branch-free,
+    """``v`` outside ``[2^-900, 2^900]`` (NaN included), unless it is 0 and ``zero_ok`` (a sum, whose terms
+    cannot underflow, or a product with a zero factor: a true zero). A product that reached 0 otherwise
+    underflowed; one whose factors overflowed to inf before meeting a zero factor is NaN (inf * 0). Branch-free,
     so a pass accumulates it and checks once at the end (values after a bad one are discarded anyway)."""
-    return ((v < LIN_LO) | (v > LIN_HI)) & ((not zero_ok) | (v != 0.0))
+    return (not ((v >= LIN_LO) & (v <= LIN_HI))) & ((not zero_ok) | (v != 0.0))
 
 
 @nb.njit(cache=True)

@@ -3,6 +3,10 @@
 Evidence indicators become 1/0, hidden ones 1; every sub-network without a query variable collapses to a
 constant, which is pushed into its parent's sum-edge weight (or carried up through products). The result is an
 SPN over the query variables whose value at q is ``S(q, e)`` with the hidden variables summed out.
+
+This is the reference version (log domain, whole network), for ``spnkit.reduce`` and the exact solvers'
+staging. Per query, ``kernels.solve`` gets the constants from ``kernels.linear.upward`` instead (linear domain,
+relevant nodes only) and calls ``build_reduced`` on them.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .passes import leaf_role, lin_sum, out_of_range, sum_edges
+from .passes import leaf_role, sum_edges
 
 
 @nb.njit(cache=True)
@@ -40,46 +44,6 @@ def _constants_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ro
 
 
 @nb.njit(cache=True)
-def _constants_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, role, value, keep, c):
-    """``_constants_log`` with linear values (no exp/log); only kept products' constants are turned into logs
-    at the end, since only they reach the reduced network's weights. Returns False when a value left the fast
-    path's range (then nothing is usable)."""
-    bad = False
-    n = node_type.shape[0]
-    for i in range(n):
-        t = node_type[i]
-        a, b = child_ptr[i], child_ptr[i + 1]
-        if t == 0:
-            keep[i], off = leaf_role(i, leaf_var, leaf_val, role, value)
-            c[i] = 1.0 - np.float64(off)
-        elif t == 1:
-            k = keep[children[a]]
-            keep[i] = k
-            v = 1.0 if k else lin_sum(a, b, children, W, c)
-            bad |= out_of_range(v, True)
-            c[i] = v
-        else:
-            kept = False
-            acc = 1.0
-            zero = False
-            for j in range(a, b):
-                ch = children[j]
-                kept |= keep[ch]
-                f = c[ch]
-                zero |= f == 0.0
-                acc *= f
-            bad |= out_of_range(acc, zero)
-            c[i] = acc
-            keep[i] = kept
-    if bad:
-        return False
-    for i in range(n):
-        if keep[i]:
-            c[i] = np.log(c[i]) if node_type[i] == 2 else 0.0
-    return True
-
-
-@nb.njit(cache=True)
 def reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, qindex):
     """Return the reduced network's arrays ``(node_type, child_ptr, children, log_w, leaf_var, leaf_val)``,
     or empty arrays when no query variable is in the root's scope.
@@ -91,26 +55,13 @@ def reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rol
     keep = np.zeros(n, dtype=np.bool_)
     c = np.zeros(n, dtype=np.float64)          # constant log-factor carried by node i
     _constants_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, keep, c)
-    return _build(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c)
+    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c)
 
 
 @nb.njit(cache=True)
-def reduce_to_max_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, role, value,
-                       qindex):
-    """``reduce_to_max`` with the constants computed by the linear fast path when it stays in range
-    (``W = exp(log_w)``, ``lin_ok`` as ``passes.linear_weights_safe(W)``)."""
-    n = node_type.shape[0]
-    keep = np.zeros(n, dtype=np.bool_)
-    c = np.zeros(n, dtype=np.float64)
-    if not (lin_ok and _constants_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, role, value, keep,
-                                      c)):
-        _constants_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, keep, c)
-    return _build(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c)
-
-
-@nb.njit(cache=True)
-def _build(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c):
-    """The kept nodes, renumbered, with each kept child's constant pushed into the sum edge above it."""
+def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c):
+    """The kept nodes, renumbered, with each kept child's constant pushed into the sum edge above it
+    (``c``: every node's constant log-factor; ``keep``: has a query variable below)."""
     n = node_type.shape[0]
     root = n - 1
     if not keep[root]:

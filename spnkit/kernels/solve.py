@@ -1,6 +1,8 @@
 """One kernel per query: MAP->MAX reduction, the chosen solver, and the exact value of its answer.
 
-BT and NG skip building the reduced network (``kernels.linear`` fuses the three steps into two sweeps).
+Every method starts with ``kernels.linear.upward`` (one sweep, over the relevant nodes only when most variables
+are hidden). BT and NG then descend and re-evaluate the query nodes; the others build the reduced network from
+its constants, solve, and re-evaluate only the query nodes at their answer.
 
 Fusing the three into a single compiled call keeps the Python layer out of the per-query path (``spnkit.map``
 makes one call; ``spnkit.map_batch`` runs this same function over a ``prange`` of queries, so a batch gives
@@ -16,10 +18,9 @@ from .beam import beam_search
 from .clock import now
 from .exact import FC, FCO, FCOS, MC, branch_and_bound
 from .k_best import k_best_tree_map
-from .linear import linear_map_fast
+from .linear import evaluate_kept, linear_map_fast, reduce_after_upward, upward
 from .maxprod import argmax_product, best_tree, brute_force
-from .passes import log_value, log_value_fast
-from .reduce import reduce_to_max_fast
+from .passes import log_value
 
 BT = 0
 NG = 1
@@ -38,32 +39,57 @@ METHOD_CODES = {"bt": BT, "ng": NG, "amap": AMAP, "bs": BS, "kbt": KBT, "brute":
 EXACT_METHODS = frozenset({"brute", "exact-mc", "exact-fc", "exact-fco", "exact-fcos", "exact"})
 N_STATS = 6         # expansions, passes, stagings, max depth, staged nodes, reduced network's node count
 NO_QUERY_IN_SCOPE = -1
+BAD_QUERY = -2      # wrong length, an evidence value out of range or no query variable (Query.check says which)
+
+
+@nb.njit(cache=True, inline="always")
+def _fits(cards, role, value):
+    """The checks of ``Query.check``: length, evidence values within the cardinalities, a query variable."""
+    nv = cards.shape[0]
+    if role.shape[0] != nv or value.shape[0] != nv:
+        return False
+    n_query = 0
+    for v in range(nv):
+        r = role[v]
+        if r == 1 and not 0 <= value[v] < cards[v]:
+            return False
+        n_query += r == 0
+    return n_query > 0
+
+
+@nb.njit(cache=True, inline="always")
+def _as_tuple(stats):
+    return stats[0], stats[1], stats[2], stats[3], stats[4], stats[5]
 
 
 @nb.njit(cache=True)
-def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, cards, role, value,
-                method, k, beam, seed, max_rounds, timeout_ticks, check_every, max_trace):
+def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, link_ptr, links, uni, tab,
+                rest, uni_index, z, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks, check_every, trace):
     """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
-    ``passes.linear_weights_safe(W)`` enable the linear-domain fast path).
+    ``passes.linear_weights_safe(W)`` enable the linear-domain fast path; ``link_ptr`` ... ``z`` are
+    ``FlatSPN.map_plan``).
 
     role/value: int8/int64 (n_vars,) as in ``spnkit.Query``. Returns ``(status, x, log_value, exact,
-    upper_bound, stats, trace, ticks)``; times are ``clock.now()`` ticks; ``status`` is 0, or ``NO_QUERY_IN_SCOPE`` when no query variable
-    occurs in the network. ``x`` has evidence values, the MAP values on query variables, -1 on hidden ones.
+    upper_bound, stats, n_trace, ticks)``: ``stats`` a tuple of ``N_STATS`` counters, ``n_trace`` the rows the
+    exact solvers wrote into ``trace`` (float64, (rows, 3); give (0, 3) for none), times ``clock.now()`` ticks
+    (a tuple and a caller's buffer instead of two new arrays: each array returned to Python costs ~0.25 us). ``status`` is 0; ``NO_QUERY_IN_SCOPE``
+    when no query variable occurs in the network; ``BAD_QUERY`` when the query does not fit it (checked here,
+    a loop over the variables, instead of several numpy calls per query in Python). ``x`` has evidence values,
+    the MAP values on query variables, -1 on hidden ones.
     """
     t0 = now()
     nv = cards.shape[0]
     stats = np.zeros(N_STATS, dtype=np.int64)
-    trace = np.empty((0, 3))
     x_full = np.full(nv, -1, dtype=np.int64)
-    max_card = 1
-    for v in range(nv):
-        max_card = max(max_card, cards[v])
+    plan = (link_ptr, links, uni, tab, rest, uni_index, z)
+    if not _fits(cards, role, value):
+        return BAD_QUERY, x_full, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
     if method == BT or method == NG:
-        lv, n_kept = linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, role,
-                                     value, method == BT, x_full)
+        lv, n_kept = linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan,
+                                     role, value, method == BT, x_full)
         stats[5] = n_kept
         status = 0 if n_kept > 0 else NO_QUERY_IN_SCOPE
-        return status, x_full, lv, False, np.nan, stats, trace, now() - t0
+        return status, x_full, lv, False, np.nan, _as_tuple(stats), 0, now() - t0
     qindex = np.full(nv, -1, dtype=np.int64)
     nq = 0
     for v in range(nv):
@@ -76,13 +102,20 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
         if qindex[v] >= 0:
             qvars[qindex[v]] = v
             rcards[qindex[v]] = cards[v]
-    t, ptr, ch, w, var, val = reduce_to_max_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                                 leaf_val, role, value, qindex)
-    if t.shape[0] == 0:
-        return NO_QUERY_IN_SCOPE, x_full, -np.inf, False, np.nan, stats, trace, now() - t0
+    n = node_type.shape[0]
+    u = np.empty(n)
+    kept = np.empty(n, dtype=np.bool_)
+    scratch = np.empty(n, dtype=np.int64)
+    found, linear = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
+                           False, u, kept, scratch, False)
+    if found == 0:
+        return NO_QUERY_IN_SCOPE, x_full, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
+    t, ptr, ch, w, var, val = reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex,
+                                                  u, kept, linear, np.empty(n))
     stats[5] = t.shape[0]
     exact = False
     ub = np.nan
+    n_trace = 0
     if method == AMAP:
         xq, evals = argmax_product(t, ptr, ch, w, var, val, nq)
         stats[1] = evals
@@ -109,24 +142,26 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
         elif method == EXACT:
             init_x, _ = best_tree(t, ptr, ch, w, var, val, nq)
             init_val = log_value(t, ptr, ch, w, var, val, init_x, np.empty(t.shape[0]))
-        xq, best, exact, ub, st, trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, variant, init_x,
-                                                          init_val, t0 + timeout_ticks, check_every, max_trace)
+        xq, best, exact, ub, st, n_trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, variant, init_x,
+                                                            init_val, t0 + timeout_ticks, check_every, trace)
         stats[:5] = st
     for v in range(nv):
         if role[v] == 1:
             x_full[v] = value[v]
     for i in range(nq):
         x_full[qvars[i]] = xq[i]
-    lv = log_value_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, x_full, max_card,
-                        np.empty(node_type.shape[0]))
+    lv, ok, _ = evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, x_full, u, kept,
+                              linear, scratch)
+    if not ok:
+        lv = log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x_full, u)
     if exact:
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
-    return 0, x_full, lv, exact, ub, stats, trace, now() - t0
+    return 0, x_full, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
 
 
 @nb.njit(cache=True, parallel=True)
-def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, cards, roles, values,
-                method, k, beam, seed, max_rounds, timeout_ticks, check_every):
+def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, link_ptr, links, uni, tab,
+                rest, uni_index, z, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks, check_every):
     """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows."""
     m, nv = roles.shape
     status = np.zeros(m, dtype=np.int64)
@@ -136,15 +171,19 @@ def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
     ubs = np.empty(m)
     stats = np.zeros((m, N_STATS), dtype=np.int64)
     secs = np.empty(m)
+    no_trace = np.empty((0, 3))
     for r in nb.prange(m):
-        s, x, lv, ex, ub, st, _tr, sec = solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                                    leaf_val, cards, roles[r], values[r], method, k, beam, seed,
-                                                    max_rounds, timeout_ticks, check_every, 0)
+        s, x, lv, ex, ub, st, _n, sec = solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
+                                                   leaf_val, link_ptr, links, uni, tab, rest, uni_index, z, cards,
+                                                   roles[r], values[r],
+                                                   method, k, beam, seed, max_rounds, timeout_ticks, check_every,
+                                                   no_trace)
         status[r] = s
         xs[r] = x
         lvs[r] = lv
         exact[r] = ex
         ubs[r] = ub
-        stats[r] = st
+        for j in range(N_STATS):
+            stats[r, j] = st[j]
         secs[r] = sec
     return status, xs, lvs, exact, ubs, stats, secs

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 
 
-@dataclass
 class MapResult:
     """The answer to one MAP query.
 
@@ -22,16 +19,46 @@ class MapResult:
     method : the solver's name.
     stats : the solver's counters (expansions, passes, stagings, ..., timed_out).
     trace : exact solvers only: incumbent and upper bound over time, a DataFrame built when first read.
+
+    A plain class with slots, and ``stats``/``trace`` built when read: a small query takes a few microseconds,
+    so the result object must not cost more than the solver.
     """
 
-    assignment: np.ndarray
-    log_value: float
-    exact: bool
-    upper_bound: float | None
-    seconds: float
-    method: str
-    stats: dict = field(default_factory=dict)
-    trace_array: np.ndarray | None = field(default=None, repr=False)   # (seconds, incumbent, upper bound) rows
+    __slots__ = ("assignment", "log_value", "exact", "upper_bound", "seconds", "method", "_trace", "_tick",
+                 "_stats", "_stat_names", "_timed_out")
+
+    def __init__(self, assignment: np.ndarray, log_value: float, exact: bool, upper_bound: float | None,
+                 seconds: float, method: str, stats: dict | tuple | None = None,
+                 trace_array: np.ndarray | None = None, stat_names: tuple = (), timed_out: bool = False,
+                 trace_tick: float = 1.0):
+        self.assignment = assignment
+        self.log_value = log_value
+        self.exact = exact
+        self.upper_bound = upper_bound
+        self.seconds = seconds
+        self.method = method
+        self._trace = trace_array               # (time, incumbent, upper bound) rows; time in units of trace_tick s
+        self._tick = trace_tick
+        self._stats = {} if stats is None else stats
+        self._stat_names = stat_names
+        self._timed_out = timed_out
+
+    @property
+    def stats(self) -> dict:
+        """The solver's counters by name, and ``timed_out``."""
+        if not isinstance(self._stats, dict):
+            st = dict(zip(self._stat_names, self._stats, strict=True))
+            st["timed_out"] = self._timed_out
+            self._stats = st
+        return self._stats
+
+    @property
+    def trace_array(self) -> np.ndarray | None:
+        """The anytime trace as a float array of (seconds, incumbent, upper bound) rows (None for non-exact)."""
+        if self._trace is not None and self._tick != 1.0:
+            self._trace = self._trace * np.array([self._tick, 1.0, 1.0])
+            self._tick = 1.0
+        return self._trace
 
     @property
     def trace(self) -> pd.DataFrame | None:
@@ -41,3 +68,7 @@ class MapResult:
         if self.trace_array is None:
             return None
         return pd.DataFrame(self.trace_array, columns=["seconds", "incumbent", "upper_bound"])
+
+    def __repr__(self) -> str:
+        return (f"MapResult(method={self.method!r}, log_value={self.log_value!r}, exact={self.exact}, "
+                f"upper_bound={self.upper_bound!r}, seconds={self.seconds:.3g}, assignment={self.assignment!r})")

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 import spnkit
 from spnkit import FlatSPN, Query
+from spnkit.kernels.linear import relevant_nodes
+from spnkit.kernels.maxprod import best_tree, normalized_greedy
 from spnkit.kernels.passes import assignment_mask, lin_value_mask, log_value, log_value_fast, log_value_mask
 
 from .random_spns import random_spn, spn_seeds
@@ -80,3 +82,91 @@ def test_each_way_out_of_the_fast_path_is_taken_and_still_exact():
     mask_all = np.ones((n, 2), dtype=bool)
     assert log_value_mask(chain.node_type, chain.child_ptr, chain.children, chain.log_w, chain.leaf_var,
                           chain.leaf_val, mask_all, np.empty(chain.n_nodes)) == pytest.approx(n * math.log(0.5))
+
+
+def _scopes(spn: FlatSPN) -> list[set[int]]:
+    out: list[set[int]] = []
+    for i in range(spn.n_nodes):
+        ch = spn.children[spn.child_ptr[i]:spn.child_ptr[i + 1]]
+        out.append({int(spn.leaf_var[i])} if spn.node_type[i] == 0 else set().union(*(out[c] for c in ch)))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(spn_seeds, st.integers(2, 10), st.data())
+def test_relevant_nodes_are_those_whose_scope_meets_query_or_evidence(seed, n_vars, data):
+    spn = random_spn(seed, n_vars=n_vars)
+    roles = np.array(data.draw(st.lists(st.integers(0, 2), min_size=n_vars, max_size=n_vars)), dtype=np.int8)
+    link_ptr, links = spn.map_plan[:2]
+    n = spn.n_nodes
+    order = np.empty(n, dtype=np.int64)
+    count = relevant_nodes(link_ptr[:n + 1], links, link_ptr[n:], links, roles, np.empty(n, dtype=bool), order)
+    seen = set(np.flatnonzero(roles != 2).tolist())
+    assert order[:count].tolist() == [i for i, s in enumerate(_scopes(spn)) if s & seen]   # in node order
+
+
+@settings(max_examples=60, deadline=None)
+@given(spn_seeds, st.integers(4, 10), st.sampled_from([0, 600]), st.data())
+def test_bt_and_ng_with_most_variables_hidden_equal_their_run_on_the_reduced_network(seed, n_vars, spread, data):
+    """At least 3/4 hidden: BT/NG sweep only the relevant nodes over stored marginals (linear, or log when the
+    scaled weights push the values out of the fast path's range); the reduced network is the independent way."""
+    spn = random_spn(seed, n_vars=n_vars, normalised=False)
+    rng = np.random.default_rng(seed)
+    spn = _scaled(spn, rng.integers(-spread, spread + 1, size=spn.n_nodes).astype(float))
+    perm = data.draw(st.permutations(range(n_vars)))
+    n_shown = data.draw(st.integers(1, max(1, n_vars // 4)))
+    shown = perm[:n_shown]
+    evidence = {v: int(rng.integers(spn.cardinalities[v])) for v in shown[1:]}
+    q = Query(n_vars, query=[shown[0]], evidence=evidence)
+    red = spnkit.reduce(spn, q)
+    args = (red.node_type, red.child_ptr, red.children, red.log_w, red.leaf_var, red.leaf_val, red.n_vars)
+    for method, on_reduced in (("bt", best_tree(*args)[0]), ("ng", normalized_greedy(*args))):
+        r = spnkit.map(spn, q, method=method)
+        want = float(spn.log_prob(q.complete(on_reduced))[0])
+        assert r.log_value == pytest.approx(want, abs=1e-9), method
+        assert r.log_value == pytest.approx(float(spn.log_prob(r.assignment)[0]), abs=1e-9)
+    # the other methods build the reduced network from the same sparse sweep's constants
+    qv = q.query_vars[0]
+    full = np.array([q.complete(np.array([k])) for k in range(int(spn.cardinalities[qv]))])
+    optimum = float(spn.log_prob(full).max())
+    for method in ("exact-mc", "exact", "kbt", "amap", "bs"):
+        r = spnkit.map(spn, q, method=method)
+        assert r.log_value == pytest.approx(float(spn.log_prob(r.assignment)[0]), abs=1e-9), method
+        if method in ("exact-mc", "exact", "bs"):     # bs: with one query variable a single flip reaches any value
+            assert r.log_value == pytest.approx(optimum, abs=1e-9), method
+        else:
+            assert r.log_value <= optimum + 1e-9, method
+
+
+def test_in_range_factors_that_overflow_before_a_zero_factor_fall_back_instead_of_giving_nan():
+    """Found while splitting the product into two partial products: 2^600 * 2^600 = inf in float64, and
+    inf * 0 = NaN, which a range check written as ``v < lo or v > hi`` lets through. Both paths now give -inf."""
+    nt, kids, lw, lv, lval = [], [], [], [], []
+
+    def add(t, ch=(), w=(), var=-1, val=-1):
+        nt.append(t)
+        kids.append(list(ch))
+        lw.append(list(w))
+        lv.append(var)
+        lval.append(val)
+        return len(nt) - 1
+
+    leaves = [[add(0, var=v, val=k) for k in (0, 1)] for v in range(14)]
+    big = math.log(2.0 ** 99)                            # a weight the fast path accepts (<= 2^100)
+
+    def bern(v, w):
+        return add(1, leaves[v], w)
+
+    pa = add(2, [bern(v, [big, big]) for v in range(6)], [0.0] * 6)          # 2^600 when summed out
+    pb = add(2, [bern(v, [big, big]) for v in range(6, 12)], [0.0] * 6)      # 2^600
+    one = bern(12, [0.0, -math.inf])                                          # 1 at x12 = 0
+    zero = bern(13, [-math.inf, 0.0])                                         # 0 at x13 = 0
+    add(2, [pa, one, pb, zero], [0.0] * 4)              # partial products: pa * pb = inf, one * zero = 0
+    spn = FlatSPN(node_type=nt, child_ptr=np.cumsum([0] + [len(k) for k in kids]), children=sum(kids, []),
+                  log_w=sum(lw, []), leaf_var=lv, leaf_val=lval, cardinalities=[2] * 14)
+    assert spn.linear_weights[1]
+    x = np.full(14, -1)
+    x[12] = x[13] = 0
+    assert spn.log_prob(x)[0] == -np.inf
+    for method in ("bt", "ng", "exact", "kbt"):
+        assert spnkit.map(spn, Query(14, query=[0], evidence={12: 0, 13: 0}), method=method).log_value == -np.inf
