@@ -26,13 +26,16 @@ export PYTHONUNBUFFERED := 1
 
 DEMO_NOTEBOOKS := notebooks/arealnb_00_first_look.ipynb notebooks/arealnb_01_engine.ipynb \
                   notebooks/spn_00_first_look.ipynb notebooks/spn_01_map_tour.ipynb
+# the paper's experiment in full (default mode: about 45 min on 2 cores)
+EXPERIMENT_NOTEBOOKS := notebooks/spn_02_solver_benchmark.ipynb notebooks/spn_03_exact_search.ipynb
 PYTEST_ARGS ?=
 
-.PHONY: help setup models demo test lab bench lint clean
+.PHONY: help setup models demo experiments test lab bench lint clean
 
 help:
 	@echo "make demo   set up .venv, build the tiny policy, run the flagship notebooks into reports/"
 	@echo "make test   set up .venv, build the tiny policy, pytest + nbval (NB_QUICK=1) over notebooks/"
+	@echo "make experiments   run spn_02 + spn_03 in full (the paper's experiment, ~45 min) into reports/"
 	@echo "make lab    JupyterLab on notebooks/        make bench   run benchmarks/*.py (tables + CSV)"
 	@echo "make lint   ruff                            make clean   remove .venv, reports/, caches"
 
@@ -54,16 +57,24 @@ $(STAMP):
 models: setup
 	$(PY) -m arealnb.models --size tiny
 
-demo: models
+# $(call run_notebooks,LIST): execute each notebook headless (default mode) into reports/ as .ipynb + .html
+define run_notebooks
 	@mkdir -p reports
-	@for nb in $(DEMO_NOTEBOOKS); do \
+	@for nb in $(1); do \
 	  echo "== executing $$nb"; \
-	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=3600 \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=7200 \
 	    --ExecutePreprocessor.kernel_name=python3 --output-dir reports "$$nb"; \
 	  $(VENV)/bin/jupyter nbconvert --to html "reports/$$(basename $$nb)"; \
 	done
 	@echo; echo "Reports written (open the .html in a browser, or the .ipynb in JupyterLab):"; \
 	  ls -1 reports/*.html reports/*.ipynb | sed 's/^/  /'
+endef
+
+demo: models
+	$(call run_notebooks,$(DEMO_NOTEBOOKS))
+
+experiments: setup
+	$(call run_notebooks,$(EXPERIMENT_NOTEBOOKS))
 
 test: models
 	NB_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=300 -p no:cacheprovider $(PYTEST_ARGS)

@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--query-file", default=None,
                    help="use this query file instead of generating (one MODEL only); its rows are setting 'file'")
     c.add_argument("--seed", type=int, default=0, help="seed of the query generator (default 0)")
+    c.add_argument("--evidence-from", default=None, metavar="ROWS_FILE",
+                   help="draw each generated query's evidence values from a random row of this file (one row "
+                        "of comma-separated ints per line, e.g. a DEBD <name>.test.data) instead of uniformly "
+                        "over each variable's states (the default, as in the authors' driver)")
     c.add_argument("--timeout", type=float, default=60.0, help="seconds per query, exact methods and bs (60)")
     c.add_argument("--out", required=True, help="tidy CSV to write; the summaries go beside it "
                    "(<out>.summary.csv, <out>.battle.csv)")
@@ -77,6 +81,18 @@ def _map(args) -> None:
         df.to_csv(sys.stdout, index=False)
 
 
+def _read_rows(path: str):
+    import numpy as np
+
+    from .errors import QueryError
+
+    try:
+        rows = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, ValueError) as e:
+        raise QueryError(f"--evidence-from {path}: {e}; expected one row of comma-separated ints per line") from None
+    return rows
+
+
 def _compare(args) -> None:
     from . import io
     from .compare import battle, compare, summary
@@ -90,8 +106,12 @@ def _compare(args) -> None:
             raise QueryError("--query-file needs exactly one MODEL (a query file is for one SPN)")
         (name, spn), = spns.items()
         queries = {name: {"file": read_queries(args.query_file, n_vars=spn.n_vars)}}
+    evidence = "uniform"
+    if args.evidence_from:
+        rows = _read_rows(args.evidence_from)
+        evidence = {name: rows for name in spns}
     df = compare(spns, methods=args.methods.split(","), queries=queries, settings=args.settings.split(","),
-                 n_queries=args.queries, seed=args.seed, timeout=args.timeout)
+                 n_queries=args.queries, seed=args.seed, timeout=args.timeout, evidence=evidence)
     out = Path(args.out)
     df.drop(columns=["assignment"]).to_csv(out, index=False)
     s = summary(df, by=("spn", "setting"))

@@ -25,25 +25,45 @@ from .protocol import BENCH_SETTINGS, protocol_queries, setting_name
 from .query import Query
 
 EPSILON = 1e-6
-KEYS = ["spn", "setting", "query"]
+KEYS = ["spn", "evidence", "setting", "query"]          # one query
 COLUMNS = [*KEYS, "method", "log_value", "seconds", "exact", "timed_out"]
+EVIDENCE_KINDS = ("uniform", "data")
+
+
+def query_keys(df: pd.DataFrame) -> list[str]:
+    """The columns naming one query in ``df`` (``KEYS``; results without an ``evidence`` column work too)."""
+    return [k for k in KEYS if k in df.columns]
 
 
 def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "amap", "bs", "kbt", "exact"),
             queries: Mapping[str, Mapping[str, Sequence[Query]]] | None = None,
             settings: Sequence[str] = BENCH_SETTINGS, n_queries: int = 100, seed: int = 0,
-            timeout: float = 60.0, group: int = 25, progress: bool = True, **opts) -> pd.DataFrame:
-    """Run ``methods`` on every query; one row per (spn, setting, query, method).
+            timeout: float = 60.0, group: int = 25, progress: bool = True,
+            evidence: str | Mapping[str, np.ndarray] = "uniform", **opts) -> pd.DataFrame:
+    """Run ``methods`` on every query; one row per (spn, evidence, setting, query, method).
 
     ``queries``: ``{spn name: {setting label: [Query, ...]}}``; when None, ``n_queries`` per setting are drawn
-    by the authors' protocol (``spnkit.protocol``, uniform evidence, ``seed``). ``timeout`` applies per query
-    to the exact methods and beam search; ``opts`` go to every solver (e.g. ``k=100``, ``beam=10``).
-    Interrupting (Ctrl-C) returns the rows finished so far, with ``df.attrs["interrupted"] = True``.
+    by the authors' protocol (``spnkit.protocol``, ``seed``) with evidence values
+
+    * ``evidence="uniform"``: uniform over each variable's states, as in the authors' driver;
+    * ``evidence="data"``: copied from a random row of the SPN's dataset's test split
+      (``spnkit.datasets.evidence_rows``; the benchmark SPNs over DEBD data);
+    * ``evidence={spn name: rows}``: from random rows of your own int arrays (n_rows, n_vars), e.g. the test
+      set of an SPN you learned.
+
+    The ``evidence`` column says which ("uniform", "data", or "given" for ``queries`` you pass), and so do the
+    summaries. ``timeout`` applies per query to the exact methods and beam search; ``opts`` go to every solver
+    (e.g. ``k=100``, ``beam=10``). Interrupting (Ctrl-C) returns the rows finished so far, with
+    ``df.attrs["interrupted"] = True``.
     """
     if not spns:
         raise QueryError("compare needs at least one SPN")
-    if queries is None:
-        queries = {name: {setting_name(s): protocol_queries(spn.cardinalities, s, n_queries, seed)
+    if queries is not None:
+        kind = "given"
+    else:
+        kind, rows = _evidence_rows(spns, evidence)
+        queries = {name: {setting_name(s): protocol_queries(spn.cardinalities, s, n_queries, seed,
+                                                            evidence_rows=rows.get(name))
                           for s in settings} for name, spn in spns.items()}
     missing = set(spns) - set(queries)
     if missing:
@@ -66,6 +86,7 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
             df = map_batch(spns[name], qs, method=method, **run_opts)
             df["query"] += start
             df.insert(0, "setting", setting)
+            df.insert(0, "evidence", kind)
             df.insert(0, "spn", name)
             frames.append(df)
             if bar is not None:
@@ -82,8 +103,27 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
     return out
 
 
+def _evidence_rows(spns: Mapping[str, FlatSPN], evidence) -> tuple[str, dict]:
+    """``(label, {spn name: rows})`` for ``compare``'s ``evidence`` argument (empty for uniform evidence)."""
+    if isinstance(evidence, str):
+        if evidence == "uniform":
+            return "uniform", {}
+        if evidence == "data":
+            from .datasets import evidence_rows
+
+            try:
+                return "data", {name: evidence_rows(name) for name in spns}
+            except KeyError as e:
+                raise QueryError(e.args[0]) from None
+        raise QueryError(f"evidence={evidence!r}; expected 'uniform', 'data' or {{spn name: rows}}")
+    missing = sorted(set(spns) - set(evidence))
+    if missing:
+        raise QueryError(f"evidence rows missing for SPN(s) {missing}; give rows for every SPN compared")
+    return "data", {name: np.asarray(evidence[name]) for name in spns}
+
+
 def _best(df: pd.DataFrame) -> pd.Series:
-    return df.groupby(KEYS)["log_value"].transform("max")
+    return df.groupby(query_keys(df))["log_value"].transform("max")
 
 
 def wins(df: pd.DataFrame) -> pd.Series:
@@ -94,10 +134,10 @@ def wins(df: pd.DataFrame) -> pd.Series:
     return df["log_value"].notna() & (same_inf | (gap <= EPSILON) | (gap <= EPSILON * best.abs()))
 
 
-def summary(df: pd.DataFrame, by: Sequence[str] = ("spn",)) -> pd.DataFrame:
+def summary(df: pd.DataFrame, by: Sequence[str] = ("spn", "evidence")) -> pd.DataFrame:
     """WINCNT, FINISH, TIMEAVG, RESAVG and RESLSE per method (and per ``by``), as columns."""
     d = df.assign(win=wins(df), finished=~df["timed_out"].astype(bool))
-    keys = [*by, "method"]
+    keys = [k for k in by if k in df.columns] + ["method"]
 
     def lse(v):
         v = v.dropna().to_numpy()
@@ -118,19 +158,27 @@ def summary(df: pd.DataFrame, by: Sequence[str] = ("spn",)) -> pd.DataFrame:
 
 
 def table(df: pd.DataFrame, metric: str = "WINCNT", rows: str = "spn") -> pd.DataFrame:
-    """One summary metric as a (rows x method) table, methods in the order they first appear."""
-    s = summary(df, by=(rows,))
-    t = s.pivot(index=rows, columns="method", values=metric)
-    return t[[m for m in dict.fromkeys(df["method"]) if m in t.columns]]
+    """One summary metric as a (rows x method) table, methods in the order they first appear. The index says
+    where the evidence came from (one more index level when ``df`` mixes kinds)."""
+    kinds = list(dict.fromkeys(df["evidence"])) if "evidence" in df.columns else []
+    index = [rows, "evidence"] if len(kinds) > 1 else [rows]
+    s = summary(df, by=tuple(index))
+    t = s.pivot_table(index=index, columns="method", values=metric, aggfunc="first")
+    t = t[[m for m in dict.fromkeys(df["method"]) if m in t.columns]]
+    t.columns.name = metric
+    if len(kinds) == 1:
+        t.index.name = f"{rows} ({kinds[0]} evidence)"
+    return t
 
 
 def battle(df: pd.DataFrame) -> pd.DataFrame:
     """The BATTLE dominance matrix: ``[i, j]`` = queries where method i finished, was strictly faster and
     strictly better than j (or j has no value)."""
     methods = list(dict.fromkeys(df["method"]))
-    v = df.pivot_table(index=KEYS, columns="method", values="log_value", aggfunc="first")
-    t = df.pivot_table(index=KEYS, columns="method", values="seconds", aggfunc="first")
-    done = ~df.pivot_table(index=KEYS, columns="method", values="timed_out", aggfunc="first").astype(bool)
+    keys = query_keys(df)
+    v = df.pivot_table(index=keys, columns="method", values="log_value", aggfunc="first")
+    t = df.pivot_table(index=keys, columns="method", values="seconds", aggfunc="first")
+    done = ~df.pivot_table(index=keys, columns="method", values="timed_out", aggfunc="first").astype(bool)
     out = pd.DataFrame(0, index=pd.Index(methods, name="winner"), columns=pd.Index(methods, name="loser"))
     for i in methods:
         for j in methods:

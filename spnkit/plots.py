@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .compare import battle, summary, wins
+from .compare import battle, query_keys, summary, wins
 
 
 def _ax(ax, figsize=(5, 3.2)):
@@ -29,7 +29,7 @@ def win_bars(df: pd.DataFrame, ax=None):
     d = df.assign(win=wins(df))
     methods = _methods(df)
     counts = d.groupby("method")["win"].sum().reindex(methods)
-    n = d.groupby(["spn", "setting", "query"]).ngroups
+    n = d.groupby(query_keys(d)).ngroups
     ax.bar(methods, counts.to_numpy(), color="tab:blue")
     ax.axhline(n, color="0.4", lw=0.8, ls="--")
     ax.set_ylabel(f"wins (of {n} queries)")
@@ -40,7 +40,7 @@ def win_bars(df: pd.DataFrame, ax=None):
 
 def gap_to_best(df: pd.DataFrame) -> pd.Series:
     """Per row, ``best log value for its query - this method's`` (0 for the winners; inf when impossible)."""
-    best = df.groupby(["spn", "setting", "query"])["log_value"].transform("max")
+    best = df.groupby(query_keys(df))["log_value"].transform("max")
     gap = best - df["log_value"]
     return gap.where(~((best == -np.inf) & (df["log_value"] == -np.inf)), 0.0)
 

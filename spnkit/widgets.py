@@ -1,4 +1,5 @@
-"""ipywidgets 8 panel over ``spnkit.compare`` results: pick SPN, setting and methods; the plots redraw."""
+"""ipywidgets 8 panel over ``spnkit.compare`` results: pick SPN, evidence, setting and methods; the plots
+redraw."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ ALL = "(all)"
 class ComparisonExplorer:
     """``ComparisonExplorer(results_df)``; display it as the last expression of a cell (or ``.widget``).
 
-    Dropdowns choose the SPN and the Q:E:H setting (or all), a multi-select the methods; four plots (win
+    Dropdowns choose the SPN, where the evidence came from and the Q:E:H setting (or all), a multi-select the
+    methods; four plots (win
     counts, time vs quality, BATTLE, a metric per setting) and the summary table follow the selection.
     """
 
@@ -25,14 +27,18 @@ class ComparisonExplorer:
         self.results = results
         methods = list(dict.fromkeys(results["method"]))
         self.spn = w.Dropdown(options=[ALL, *dict.fromkeys(results["spn"])], description="SPN")
+        kinds = list(dict.fromkeys(results["evidence"])) if "evidence" in results.columns else []
+        self.evidence = w.Dropdown(options=[ALL, *kinds] if len(kinds) > 1 else kinds or [ALL],
+                                   description="evidence")
         self.setting = w.Dropdown(options=[ALL, *dict.fromkeys(results["setting"])], description="Q:E:H")
         self.methods = w.SelectMultiple(options=methods, value=tuple(methods), description="methods", rows=6)
         self.metric = w.Dropdown(options=["WINCNT", "FINISH", "TIMEAVG", "RESAVG", "RESLSE"], value=metric,
                                  description="per setting")
         self.out = w.Output()
-        for c in (self.spn, self.setting, self.methods, self.metric):
+        for c in (self.spn, self.evidence, self.setting, self.methods, self.metric):
             c.observe(lambda _change: self.redraw(), names="value")
-        self.widget = w.VBox([w.HBox([w.VBox([self.spn, self.setting, self.metric]), self.methods]), self.out])
+        self.widget = w.VBox([w.HBox([w.VBox([self.spn, self.evidence, self.setting, self.metric]), self.methods]),
+                              self.out])
         self.redraw()
 
     def selection(self) -> pd.DataFrame:
@@ -40,6 +46,8 @@ class ComparisonExplorer:
         d = self.results
         if self.spn.value != ALL:
             d = d[d["spn"] == self.spn.value]
+        if self.evidence.value != ALL:
+            d = d[d["evidence"] == self.evidence.value]
         if self.setting.value != ALL:
             d = d[d["setting"] == self.setting.value]
         return d[d["method"].isin(self.methods.value)]

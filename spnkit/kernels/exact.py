@@ -196,17 +196,13 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
 
     levels = List()
     levels.append((node_type, child_ptr, children, log_w, leaf_var, leaf_val))
-    level_assigned = List()
-    level_assigned.append(0)
 
     max_depth = nv + 2
     f_mask = np.zeros((max_depth, nv, K), dtype=np.bool_)
-    f_var = np.full(max_depth, -1, dtype=np.int64)
+    f_int = np.zeros((5, max_depth), dtype=np.int64)    # one allocation: a small query takes microseconds
+    f_var, f_next, f_cnt, f_level, level_assigned = f_int[0], f_int[1], f_int[2], f_int[3], f_int[4]
     f_vals = np.zeros((max_depth, K), dtype=np.int64)
     f_bnd = np.zeros((max_depth, K))
-    f_next = np.zeros(max_depth, dtype=np.int64)
-    f_cnt = np.zeros(max_depth, dtype=np.int64)
-    f_level = np.zeros(max_depth, dtype=np.int64)
 
     mask = np.zeros((nv, K), dtype=np.bool_)
     for v in range(nv):
@@ -251,7 +247,7 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
                 if n_open > 1 and n_assigned - level_assigned[parent_level] >= STAGE_EVERY:
                     staged = _stage(lvl, mask, cards)
                     levels.append(staged)
-                    level_assigned.append(n_assigned)
+                    level_assigned[len(levels) - 1] = n_assigned
                     f_level[top] = len(levels) - 1
                     stats[2] += 1
                     stats[4] += staged[0].shape[0]
@@ -305,7 +301,6 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
             top -= 1
             while len(levels) > (f_level[top] + 1 if top >= 0 else 1):
                 levels.pop()
-                level_assigned.pop()
         if not found:
             break
         j = f_next[top]

@@ -63,25 +63,26 @@ def _as_tuple(stats):
 
 
 @nb.njit(cache=True)
-def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, link_ptr, links, uni, tab,
-                rest, uni_index, z, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks, check_every, trace):
+def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
+                uni_index, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
+                check_every, trace):
     """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
-    ``passes.linear_weights_safe(W)`` enable the linear-domain fast path; ``link_ptr`` ... ``z`` are
+    ``passes.linear_weights_safe(W)`` enable the linear-domain fast path; ``uni`` ... ``scope64`` are
     ``FlatSPN.map_plan``).
 
     role/value: int8/int64 (n_vars,) as in ``spnkit.Query``. Returns ``(status, x, log_value, exact,
     upper_bound, stats, n_trace, ticks)``: ``stats`` a tuple of ``N_STATS`` counters, ``n_trace`` the rows the
     exact solvers wrote into ``trace`` (float64, (rows, 3); give (0, 3) for none), times ``clock.now()`` ticks
-    (a tuple and a caller's buffer instead of two new arrays: each array returned to Python costs ~0.25 us). ``status`` is 0; ``NO_QUERY_IN_SCOPE``
-    when no query variable occurs in the network; ``BAD_QUERY`` when the query does not fit it (checked here,
-    a loop over the variables, instead of several numpy calls per query in Python). ``x`` has evidence values,
-    the MAP values on query variables, -1 on hidden ones.
+    (a tuple and a caller's buffer instead of two new arrays: each array returned to Python costs ~0.25 us).
+    ``status`` is 0; ``NO_QUERY_IN_SCOPE`` when no query variable occurs in the network; ``BAD_QUERY`` when the
+    query does not fit it (checked here, a loop over the variables, instead of several numpy calls per query in
+    Python). ``x`` has evidence values, the MAP values on query variables, -1 on hidden ones.
     """
     t0 = now()
     nv = cards.shape[0]
     stats = np.zeros(N_STATS, dtype=np.int64)
     x_full = np.full(nv, -1, dtype=np.int64)
-    plan = (link_ptr, links, uni, tab, rest, uni_index, z)
+    plan = (uni, tab, rest, uni_index, z, scope64)
     if not _fits(cards, role, value):
         return BAD_QUERY, x_full, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
     if method == BT or method == NG:
@@ -107,7 +108,7 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
     kept = np.empty(n, dtype=np.bool_)
     scratch = np.empty(n, dtype=np.int64)
     found, linear = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
-                           False, u, kept, scratch, False)
+                           False, u, kept, False)
     if found == 0:
         return NO_QUERY_IN_SCOPE, x_full, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
     t, ptr, ch, w, var, val = reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex,
@@ -160,8 +161,9 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
 
 
 @nb.njit(cache=True, parallel=True)
-def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, link_ptr, links, uni, tab,
-                rest, uni_index, z, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks, check_every):
+def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
+                uni_index, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks,
+                check_every):
     """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows."""
     m, nv = roles.shape
     status = np.zeros(m, dtype=np.int64)
@@ -174,10 +176,9 @@ def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
     no_trace = np.empty((0, 3))
     for r in nb.prange(m):
         s, x, lv, ex, ub, st, _n, sec = solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                                   leaf_val, link_ptr, links, uni, tab, rest, uni_index, z, cards,
-                                                   roles[r], values[r],
-                                                   method, k, beam, seed, max_rounds, timeout_ticks, check_every,
-                                                   no_trace)
+                                                   leaf_val, uni, tab, rest, uni_index, z, scope64,
+                                                   cards, roles[r], values[r], method, k, beam, seed, max_rounds,
+                                                   timeout_ticks, check_every, no_trace)
         status[r] = s
         xs[r] = x
         lvs[r] = lv

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from spnkit import QueryError
 from spnkit.compare import battle, compare, summary, table, wins
+from spnkit.protocol import protocol_queries
 
 from .random_spns import random_spn
 
@@ -23,8 +25,9 @@ def result():
 
 def test_one_row_per_spn_setting_query_method(result):
     assert len(result) == 2 * 2 * 12 * 4
-    assert list(result.columns[:8]) == ["spn", "setting", "query", "method", "log_value", "seconds", "exact",
-                                        "timed_out"]
+    assert list(result.columns[:9]) == ["spn", "evidence", "setting", "query", "method", "log_value", "seconds",
+                                        "exact", "timed_out"]
+    assert (result["evidence"] == "uniform").all()
     assert not result.duplicated(["spn", "setting", "query", "method"]).any()
     assert result.loc[result.method == "exact", "exact"].all()
 
@@ -42,7 +45,41 @@ def test_wincnt_and_the_other_summaries_by_hand(result):
         assert row["FINISH"] == len(mine)
     ex = s[s.method == "exact"]
     assert (ex["WINCNT"] == ex["queries"]).all()                 # the exact solver wins every query
-    assert table(result, "WINCNT").loc["a", "exact"] == 24
+    t = table(result, "WINCNT")
+    assert t.loc["a", "exact"] == 24 and t.index.name == "spn (uniform evidence)"
+
+
+def test_evidence_from_data_rows_and_tables_that_say_so(result):
+    rows = np.array([[0, 1, 0, 1, 0, 1, 0, 1], [1, 1, 1, 1, 0, 0, 0, 0], [1, 0, 0, 1, 1, 0, 0, 1]])
+    spns = {"a": random_spn(1, n_vars=8, max_card=2)}
+    data = compare(spns, methods=["bt", "exact"], settings=["3:5:2"], n_queries=10, progress=False,
+                   evidence={"a": rows})
+    assert (data["evidence"] == "data").all()
+    qs = protocol_queries(spns["a"].cardinalities, "3:5:2", 10, seed=0, evidence_rows=rows)   # what compare drew
+    for q, x in zip(qs, data.loc[data.method == "exact", "assignment"], strict=True):
+        ev = q.evidence_vars
+        assert len(ev) and np.array_equal(x[ev], q.value[ev])
+        assert any(np.array_equal(r[ev], q.value[ev]) for r in rows)       # each query's evidence is a data row
+    both = pd.concat([result[result.spn == "a"], data])
+    t = table(both, "FINISH")
+    assert list(t.index.names) == ["spn", "evidence"] and set(t.index) == {("a", "uniform"), ("a", "data")}
+    assert (summary(both)["evidence"].isin(["uniform", "data"])).all()
+    with pytest.raises(QueryError, match="evidence rows missing"):
+        compare({"a": spns["a"], "b": spns["a"]}, methods=["bt"], evidence={"a": rows}, progress=False)
+    with pytest.raises(QueryError, match="no dataset known"):
+        compare({"mine": spns["a"]}, methods=["bt"], evidence="data", progress=False)
+
+
+def test_evidence_data_reads_the_benchmark_spns_test_rows(nltcs_path):
+    from spnkit.datasets import evidence_rows, load_spn
+
+    spn, rows = load_spn("nltcs"), evidence_rows("nltcs")
+    df = compare({"nltcs": spn}, methods=["bt"], settings=["2:3:5"], n_queries=20, evidence="data", progress=False)
+    qs = protocol_queries(spn.cardinalities, "2:3:5", 20, seed=0, evidence_rows=rows)
+    for q, x in zip(qs, df["assignment"], strict=True):
+        ev = q.evidence_vars
+        assert np.array_equal(x[ev], q.value[ev])
+        assert (rows[:, ev] == q.value[ev]).all(axis=1).any()
 
 
 def test_battle_counts_dominance(result):

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 import spnkit
 from spnkit import FlatSPN, Query
-from spnkit.kernels.linear import relevant_nodes
 from spnkit.kernels.maxprod import best_tree, normalized_greedy
 from spnkit.kernels.passes import assignment_mask, lin_value_mask, log_value, log_value_fast, log_value_mask
 
@@ -84,31 +83,10 @@ def test_each_way_out_of_the_fast_path_is_taken_and_still_exact():
                           chain.leaf_val, mask_all, np.empty(chain.n_nodes)) == pytest.approx(n * math.log(0.5))
 
 
-def _scopes(spn: FlatSPN) -> list[set[int]]:
-    out: list[set[int]] = []
-    for i in range(spn.n_nodes):
-        ch = spn.children[spn.child_ptr[i]:spn.child_ptr[i + 1]]
-        out.append({int(spn.leaf_var[i])} if spn.node_type[i] == 0 else set().union(*(out[c] for c in ch)))
-    return out
-
-
-@settings(max_examples=60, deadline=None)
-@given(spn_seeds, st.integers(2, 10), st.data())
-def test_relevant_nodes_are_those_whose_scope_meets_query_or_evidence(seed, n_vars, data):
-    spn = random_spn(seed, n_vars=n_vars)
-    roles = np.array(data.draw(st.lists(st.integers(0, 2), min_size=n_vars, max_size=n_vars)), dtype=np.int8)
-    link_ptr, links = spn.map_plan[:2]
-    n = spn.n_nodes
-    order = np.empty(n, dtype=np.int64)
-    count = relevant_nodes(link_ptr[:n + 1], links, link_ptr[n:], links, roles, np.empty(n, dtype=bool), order)
-    seen = set(np.flatnonzero(roles != 2).tolist())
-    assert order[:count].tolist() == [i for i, s in enumerate(_scopes(spn)) if s & seen]   # in node order
-
-
 @settings(max_examples=60, deadline=None)
 @given(spn_seeds, st.integers(4, 10), st.sampled_from([0, 600]), st.data())
 def test_bt_and_ng_with_most_variables_hidden_equal_their_run_on_the_reduced_network(seed, n_vars, spread, data):
-    """At least 3/4 hidden: BT/NG sweep only the relevant nodes over stored marginals (linear, or log when the
+    """At least 3/4 hidden: BT/NG skip the hidden-only nodes, reading stored marginals (linear, or log when the
     scaled weights push the values out of the fast path's range); the reduced network is the independent way."""
     spn = random_spn(seed, n_vars=n_vars, normalised=False)
     rng = np.random.default_rng(seed)

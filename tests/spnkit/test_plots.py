@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from spnkit import plots  # noqa: E402
@@ -54,4 +55,17 @@ def test_explorer_follows_its_controls(df):
     assert ex.selection().empty                                        # redraw says "nothing selected"
     with pytest.raises(ValueError, match="empty"):
         ComparisonExplorer(df.iloc[:0])
+    plt.close("all")
+
+
+def test_explorer_separates_evidence_kinds(df):
+    rows = np.random.default_rng(0).integers(0, 2, size=(30, 8))
+    spns = {"a": random_spn(1, n_vars=8, max_card=2)}
+    data = compare(spns, methods=["bt", "ng", "exact"], settings=["5:2:3"], n_queries=5, progress=False,
+                   evidence={"a": rows})
+    ex = ComparisonExplorer(pd.concat([df, data], ignore_index=True))
+    assert list(ex.evidence.options) == [ALL, "uniform", "data"]
+    ex.evidence.value = "data"
+    assert set(ex.selection().evidence) == {"data"} and len(ex.selection()) == 15
+    plots.win_bars(ex.selection())                       # queries counted per (spn, evidence, setting, query)
     plt.close("all")
