@@ -26,7 +26,7 @@ export PYTHONUNBUFFERED := 1
 
 DEMO_NOTEBOOKS := notebooks/arealnb_00_first_look.ipynb notebooks/arealnb_01_engine.ipynb \
                   notebooks/spn_00_first_look.ipynb notebooks/spn_01_map_tour.ipynb
-# the paper's experiment in full (default mode: about 45 min on 2 cores)
+# the paper's experiment in full (default mode: 17 min on 2 cores when last run)
 EXPERIMENT_NOTEBOOKS := notebooks/spn_02_solver_benchmark.ipynb notebooks/spn_03_exact_search.ipynb
 PYTEST_ARGS ?=
 
@@ -35,7 +35,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   set up .venv, build the tiny policy, run the flagship notebooks into reports/"
 	@echo "make test   set up .venv, build the tiny policy, pytest + nbval (NB_QUICK=1) over notebooks/"
-	@echo "make experiments   run spn_02 + spn_03 in full (the paper's experiment, ~45 min) into reports/"
+	@echo "make experiments   run spn_02 + spn_03 in full (the paper's experiment, ~20 min) into reports/"
 	@echo "make lab    JupyterLab on notebooks/        make bench   run benchmarks/*.py (tables + CSV)"
 	@echo "make lint   ruff                            make clean   remove .venv, reports/, caches"
 
