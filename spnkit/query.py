@@ -61,7 +61,6 @@ class Query:
         self.role, self.value = role, value
         self.role.setflags(write=False)
         self.value.setflags(write=False)
-        self._fits = None          # the cardinalities array of the last network check() accepted
 
     @classmethod
     def parse(cls, line: str) -> Query:
@@ -111,14 +110,11 @@ class Query:
         line = self.to_line() if self.n_vars <= 40 and not np.any(self.value > 9) else "..."
         return f"Query({counts}: {line!r})"
 
-    def check(self, spn, cached: bool = False) -> None:
+    def check(self, spn) -> None:
         """Raise :class:`QueryError` unless this query fits ``spn`` (length, evidence values, >= 1 query var).
 
-        ``cached``: skip the work when the last accepted network had this very cardinalities array (both are
-        read-only, so the answer cannot have changed): the per-query hot path calls it that way.
+        ``spnkit.map``/``map_batch`` check inside their kernel and call this only to name what does not fit.
         """
-        if cached and self._fits is spn.cardinalities:
-            return
         if self.role.shape[0] != spn.n_vars:
             raise QueryError(f"the query has {self.n_vars} variables; the SPN has {spn.n_vars}")
         bad = (self.role == EVIDENCE) & (self.value >= spn.cardinalities)
@@ -128,7 +124,6 @@ class Query:
                              f"{int(spn.cardinalities[v])}")
         if not (self.role == QUERY).any():
             raise QueryError("the query has no query variable ('?'); MAP needs at least one")
-        self._fits = spn.cardinalities
 
     def complete(self, q_values: np.ndarray) -> np.ndarray:
         """Full assignment (n_vars,): evidence values, ``q_values`` on the query variables, -1 on hidden ones."""

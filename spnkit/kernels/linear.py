@@ -325,7 +325,7 @@ def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, 
     n = node_type.shape[0]
     u = np.empty(n)
     kept = np.empty(n, dtype=np.bool_)
-    order = np.empty(n, dtype=np.int64)
+    stack = np.empty(n, dtype=np.int64)        # the descent's stack, then evaluate_kept's scratch
     force_log = False
     while True:
         status, linear = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role,
@@ -334,9 +334,9 @@ def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, 
             return -np.inf, 0
         _start_answer(x, role, value)
         descend_into(node_type, child_ptr, children, W if linear else log_w, linear, leaf_var, leaf_val, u, kept,
-                     x, order)
+                     x, stack)
         lv, ok, n_kept = evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, x, u,
-                                       kept, linear, order)
+                                       kept, linear, stack)
         if ok:
             return lv, n_kept
         force_log = True

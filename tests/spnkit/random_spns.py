@@ -14,20 +14,35 @@ from hypothesis import strategies as st
 from spnkit.flat_spn import LEAF, PRODUCT, SUM, FlatSPN
 
 
+class NetBuilder:
+    """Nodes added children first (``add`` returns the new node's index); ``spn(cards)`` makes the FlatSPN."""
+
+    def __init__(self):
+        self.node_type, self.kids, self.weights, self.leaf_var, self.leaf_val = [], [], [], [], []
+
+    def add(self, t, ch=(), w=(), var=-1, val=-1) -> int:
+        self.node_type.append(t)
+        self.kids.append(list(ch))
+        self.weights.append(list(w))
+        self.leaf_var.append(var)
+        self.leaf_val.append(val)
+        return len(self.node_type) - 1
+
+    def spn(self, cards) -> FlatSPN:
+        ptr = np.concatenate([[0], np.cumsum([len(k) for k in self.kids])])
+        return FlatSPN(node_type=np.array(self.node_type), child_ptr=ptr,
+                       children=np.array([c for k in self.kids for c in k], dtype=np.int64),
+                       log_w=np.array(_edge_weights(self.node_type, self.kids, self.weights), dtype=np.float64),
+                       leaf_var=np.array(self.leaf_var), leaf_val=np.array(self.leaf_val), cardinalities=cards)
+
+
 def random_spn(seed: int, n_vars: int = 4, max_card: int = 3, zero_weight_prob: float = 0.1,
                normalised: bool = True) -> FlatSPN:
     rng = np.random.default_rng(seed)
     cards = rng.integers(2, max_card + 1, size=n_vars)
-    node_type, kids, weights, leaf_var, leaf_val = [], [], [], [], []
+    net = NetBuilder()
+    add = net.add
     leaf_id: dict[tuple[int, int], int] = {}
-
-    def add(t, ch=(), w=(), var=-1, val=-1):
-        node_type.append(t)
-        kids.append(list(ch))
-        weights.append(list(w))
-        leaf_var.append(var)
-        leaf_val.append(val)
-        return len(node_type) - 1
 
     def leaf(v, x):
         if (v, x) not in leaf_id:
@@ -59,11 +74,7 @@ def random_spn(seed: int, n_vars: int = 4, max_card: int = 3, zero_weight_prob: 
         return sum_over([build(scope, depth - 1) for _ in range(int(rng.integers(2, 4)))])
 
     build(np.arange(n_vars), depth=3)
-    ptr = np.concatenate([[0], np.cumsum([len(k) for k in kids])])
-    return FlatSPN(node_type=np.array(node_type), child_ptr=ptr,
-                   children=np.array([c for k in kids for c in k], dtype=np.int64),
-                   log_w=np.array(_edge_weights(node_type, kids, weights), dtype=np.float64),
-                   leaf_var=np.array(leaf_var), leaf_val=np.array(leaf_val), cardinalities=cards)
+    return net.spn(cards)
 
 
 def _edge_weights(node_type, kids, weights):

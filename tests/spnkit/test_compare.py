@@ -137,11 +137,15 @@ def test_cli_map_and_compare(tmp_path, nltcs_path):
     (["map", "{model}", "{bad}"], "QueryError: .*bad.q:1: symbol 'x'"),
     (["map", "{model}", "{good}", "--method", "kbt", "--k", "0"], "QueryError: k=0"),
     (["map", "{bad}", "{good}"], "SPNFormatError"),
+    (["compare", "{model}", "--out", "t.csv", "--evidence-from", "{bad}"], "QueryError: --evidence-from .*bad.q"),
+    (["compare", "{model}", "--out", "t.csv", "--evidence-from", "{narrow}"], "QueryError: evidence_rows has shape"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, nltcs_path, argv, what):
     (tmp_path / "bad.q").write_text("??x\n")
     (tmp_path / "good.q").write_text("?" * 16 + "\n")
-    argv = [a.format(model=nltcs_path, bad=tmp_path / "bad.q", good=tmp_path / "good.q") for a in argv]
+    (tmp_path / "narrow.csv").write_text("0,1\n1,0\n")          # 2 columns for a 16-variable SPN
+    argv = [a.format(model=nltcs_path, bad=tmp_path / "bad.q", good=tmp_path / "good.q", narrow=tmp_path / "narrow.csv")
+            for a in argv]
     run = subprocess.run([sys.executable, "-m", "spnkit", *argv], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1

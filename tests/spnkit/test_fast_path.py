@@ -14,7 +14,7 @@ from spnkit import FlatSPN, Query
 from spnkit.kernels.maxprod import best_tree, normalized_greedy
 from spnkit.kernels.passes import assignment_mask, lin_value_mask, log_value, log_value_fast, log_value_mask
 
-from .random_spns import random_spn, spn_seeds
+from .random_spns import NetBuilder, random_spn, spn_seeds
 
 
 def _scaled(spn: FlatSPN, log2_scale: np.ndarray) -> FlatSPN:
@@ -119,16 +119,8 @@ def test_bt_and_ng_with_most_variables_hidden_equal_their_run_on_the_reduced_net
 def test_in_range_factors_that_overflow_before_a_zero_factor_fall_back_instead_of_giving_nan():
     """Found while splitting the product into two partial products: 2^600 * 2^600 = inf in float64, and
     inf * 0 = NaN, which a range check written as ``v < lo or v > hi`` lets through. Both paths now give -inf."""
-    nt, kids, lw, lv, lval = [], [], [], [], []
-
-    def add(t, ch=(), w=(), var=-1, val=-1):
-        nt.append(t)
-        kids.append(list(ch))
-        lw.append(list(w))
-        lv.append(var)
-        lval.append(val)
-        return len(nt) - 1
-
+    net = NetBuilder()
+    add = net.add
     leaves = [[add(0, var=v, val=k) for k in (0, 1)] for v in range(14)]
     big = math.log(2.0 ** 99)                            # a weight the fast path accepts (<= 2^100)
 
@@ -140,8 +132,7 @@ def test_in_range_factors_that_overflow_before_a_zero_factor_fall_back_instead_o
     one = bern(12, [0.0, -math.inf])                                          # 1 at x12 = 0
     zero = bern(13, [-math.inf, 0.0])                                         # 0 at x13 = 0
     add(2, [pa, one, pb, zero], [0.0] * 4)              # partial products: pa * pb = inf, one * zero = 0
-    spn = FlatSPN(node_type=nt, child_ptr=np.cumsum([0] + [len(k) for k in kids]), children=sum(kids, []),
-                  log_w=sum(lw, []), leaf_var=lv, leaf_val=lval, cardinalities=[2] * 14)
+    spn = net.spn([2] * 14)
     assert spn.linear_weights[1]
     x = np.full(14, -1)
     x[12] = x[13] = 0

@@ -149,6 +149,17 @@ def test_queries_that_do_not_fit_the_spn_are_refused():
         spnkit.map(spn, Query.parse("????"), method="kbt", k=0)
 
 
+def test_map_batch_names_the_query_that_does_not_fit_before_solving_any():
+    spn = random_spn(3, n_vars=4, max_card=2)
+    good = Query.parse("??**")
+    for bad, what in ((Query.parse("?3??"), r"queries\[2\]: evidence X1 = 3 is out of range"),
+                      (Query.parse("0*1*"), r"queries\[2\]: the query has no query variable"),
+                      (Query.parse("??"), r"queries\[2\]: the query has 2 variables; the SPN has 4"),
+                      ("??**", r"queries\[2\] is a str")):
+        with pytest.raises(QueryError, match=what):
+            spnkit.map_batch(spn, [good, good, bad, good], method="exact", timeout=60)
+
+
 def test_brute_refuses_more_than_25_query_variables():
     spn = random_spn(5, n_vars=26, max_card=2)
     with pytest.raises(QueryError, match="26 query variables"):
