@@ -104,7 +104,7 @@ class FlatSPN:
 
         W = np.exp(self.log_w)
         W.setflags(write=False)
-        return W, bool(linear_weights_safe(W))
+        return W, bool(linear_weights_safe(W, self.log_w))
 
     @functools.cached_property
     def map_plan(self) -> tuple[np.ndarray, ...]:

@@ -186,7 +186,7 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
             present[leaf_var[i]] = True
 
     W = np.exp(log_w)                  # MC's passes take the linear fast path when they can
-    lin_ok = linear_weights_safe(W)
+    lin_ok = linear_weights_safe(W, log_w)
     best_x = init_x.copy()
     best = init_val
     stats = np.zeros(5, dtype=np.int64)

@@ -105,7 +105,7 @@ def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
     for v in range(nv):
         K = max(K, cards[v])
     W = np.exp(log_w)
-    lin_ok = linear_weights_safe(W)
+    lin_ok = linear_weights_safe(W, log_w)
     x = np.zeros(nv, dtype=np.int64)
     mask = np.zeros((nv, K), dtype=np.bool_)
     mask[:, 0] = True

@@ -104,11 +104,13 @@ W_HI = 2.0 ** 100
 
 
 @nb.njit(cache=True)
-def linear_weights_safe(W):
-    """True when every non-zero linear weight lies in ``[2^-100, 2^100]`` (the fast path's precondition)."""
+def linear_weights_safe(W, log_w):
+    """True when every weight is a true zero (``log_w = -inf``) or lies in ``[2^-100, 2^100]`` (the fast path's
+    precondition). Judged on ``log_w``: a finite log weight below ~-745 underflows to ``W = 0`` and would
+    otherwise pass for a zero edge (seen on a reduced network whose constants were ~e^-740)."""
     for j in range(W.shape[0]):
-        w = W[j]
-        if w != 0.0 and not (W_LO <= w <= W_HI):
+        lw = log_w[j]
+        if lw != -np.inf and not (W_LO <= W[j] <= W_HI):
             return False
     return True
 
@@ -201,7 +203,7 @@ def log_value_mask_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_v
 @nb.njit(cache=True)
 def log_value_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, x, max_card, out):
     """``log S(x)``: the linear fast path when the network allows it and the values stay in range, else the
-    log-domain pass. ``W = exp(log_w)``; ``lin_ok = linear_weights_safe(W)``; ``max_card`` = the largest
+    log-domain pass. ``W = exp(log_w)``; ``lin_ok = linear_weights_safe(W, log_w)``; ``max_card`` = the largest
     cardinality."""
     if lin_ok:
         v, ok = lin_value_mask(node_type, child_ptr, children, W, leaf_var, leaf_val, assignment_mask(x, max_card),

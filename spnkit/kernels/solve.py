@@ -67,7 +67,7 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
                 uni_index, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
                 check_every, trace):
     """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
-    ``passes.linear_weights_safe(W)`` enable the linear-domain fast path; ``uni`` ... ``scope64`` are
+    ``passes.linear_weights_safe(W, log_w)`` enable the linear-domain fast path; ``uni`` ... ``scope64`` are
     ``FlatSPN.map_plan``).
 
     role/value: int8/int64 (n_vars,) as in ``spnkit.Query``. Returns ``(status, x, log_value, exact,

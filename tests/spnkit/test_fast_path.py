@@ -139,3 +139,19 @@ def test_in_range_factors_that_overflow_before_a_zero_factor_fall_back_instead_o
     assert spn.log_prob(x)[0] == -np.inf
     for method in ("bt", "ng", "exact", "kbt"):
         assert spnkit.map(spn, Query(14, query=[0], evidence={12: 0, 13: 0}), method=method).log_value == -np.inf
+
+
+def test_weights_that_underflow_to_zero_are_not_taken_for_zero_edges():
+    """A finite log weight below ~-745 gives exp() = 0.0 exactly. The fast path once took such an edge for a
+    true zero (found by hypothesis: a reduced network carrying constants of ~e^-740 made brute force and
+    exact-mc pick a worse value). Judged on the log weights now, the network takes the log domain."""
+    net = NetBuilder()
+    leaves = [net.add(0, var=0, val=k) for k in (0, 1, 2)]
+    net.add(1, leaves, [-800.0, -801.0, -799.5])
+    spn = net.spn([3])
+    assert not spn.linear_weights[1]
+    assert spn.log_prob(np.array([[0], [1], [2]]))[:, None].ravel().tolist() == pytest.approx([-800.0, -801.0,
+                                                                                              -799.5])
+    for method in ("brute", "exact-mc", "exact", "bt"):
+        r = spnkit.map(spn, Query(1), method=method)
+        assert r.assignment.tolist() == [2] and r.log_value == pytest.approx(-799.5), method
