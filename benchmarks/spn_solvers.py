@@ -58,7 +58,7 @@ def go_binary(tmp: Path) -> Path | None:
     dst = HERE / "maxspn_go" / "maxspn_src"
     dst.mkdir(exist_ok=True)
     for name in ("spn.go", "approx.go", "exact.go", "LICENSE"):
-        if (Path(src) / name).exists():
+        if (Path(src) / name).exists() and (Path(src) / name).resolve() != (dst / name).resolve():
             shutil.copy(Path(src) / name, dst / name)
     (dst / "go.mod").write_text("module github.com/shtechair/maxspn\n\ngo 1.19\n")
     exe = tmp / "maxspn_go"

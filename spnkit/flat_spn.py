@@ -108,24 +108,14 @@ class FlatSPN:
 
     @functools.cached_property
     def map_plan(self) -> tuple[np.ndarray, ...]:
-        """What the MAP kernels' first sweep needs about this network (``kernels.linear``), computed once:
-        ``(uni, tab, rest, uni_index, z, scope64)`` as in ``kernels.linear.map_plan``, with
-        ``z`` every node's marginal (all variables summed out), linear (``z[0]``) and log (``z[1]``)."""
+        """What the MAP kernels' first sweep needs about this network, computed once: ``(uni, tab, rest,
+        uni_index, var_ptr, z, scope64)`` as in ``kernels.linear.map_plan`` (``z``: every node's marginal, all
+        variables summed out)."""
         from .kernels.linear import map_plan
-        from .kernels.passes import lin_value_mask, log_value
 
-        W, lin_ok = self.linear_weights
-        uni, tab, rest, uni_index, scope64 = map_plan(
-            self.node_type, self.child_ptr, self.children, self.log_w, W, self.leaf_var, self.leaf_val,
-            self.cardinalities)
-        z = np.empty((2, self.n_nodes))
-        log_value(self.node_type, self.child_ptr, self.children, self.log_w, self.leaf_var, self.leaf_val,
-                  np.full(self.n_vars, -1, dtype=np.int64), z[1])
-        ones = np.ones((self.n_vars, int(self.cardinalities.max())), dtype=bool)
-        if not (lin_ok and lin_value_mask(self.node_type, self.child_ptr, self.children, W, self.leaf_var,
-                                          self.leaf_val, ones, z[0])[1]):
-            scope64[:] = np.uint64(0xFFFFFFFFFFFFFFFF)     # no stored linear marginal to skip to
-        plan = (uni, tab, rest, uni_index, z, scope64)
+        W, _ = self.linear_weights
+        plan = map_plan(self.node_type, self.child_ptr, self.children, self.log_w, W, self.leaf_var, self.leaf_val,
+                        self.cardinalities)
         for a in plan:
             a.setflags(write=False)
         return plan

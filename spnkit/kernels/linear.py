@@ -4,23 +4,27 @@ The MAP->MAX reduction need not be built for the linear methods. One upward swee
 ``u[i]``: for a node with no query variable in its scope the constant the reduction would fold it into (its
 sum-product value at the evidence, hidden variables summed out), and for a node with query variables the
 solver's score (max-product value for BT, marginal for NG) *including* the constants the reduction would push
-into the edge weights above it. At a query sum node, ``log_w[j] + u[child_j]`` is then exactly the reduced
-network's ``w'_j + score(child_j)``, so the top-down pass makes the reduced network's choices. A second sweep
+into the edge weights above it. At a query sum node, ``w_j * u[child_j]`` is then exactly the reduced
+network's ``w'_j * score(child_j)``, so the top-down pass makes the reduced network's choices. A second sweep
 re-evaluates only the query part at the chosen assignment, reusing the constants. The other methods build the
 reduced network from the same sweep's constants (``reduce_after_upward``).
 
 Three things keep the sweep short (``FlatSPN.map_plan`` computes what they need once per network):
 
-* **Univariate sums.** Learned SPNs are mostly sums over the indicators of one variable (2,105 of nltcs's
+* **Univariate sums.** Learned SPNs are mostly sums over the indicators of one variable (2,092 of nltcs's
   2,320 nodes). Their value for a query depends only on the variable's role and evidence value, so a table
   holds it per value, with the sum and the max: one lookup each instead of a loop over children. The table
-  entries are computed by the same arithmetic as the general pass, so the values are identical.
+  entries are computed by the same arithmetic as the general pass, so the values are identical. The table's
+  rows are grouped by variable, so the re-evaluation visits only the query variables' rows.
 * **Hidden-only sub-networks.** A node whose scope holds only hidden variables has the value it has with every
   variable summed out, the same for every query (stored). On networks over at most 64 variables each node's
   scope is a bit set, so the sweep recognises such a node in one AND and takes the stored value instead of
   visiting its children (at 1:1:8 on nltcs, four fifths of the product edges).
-* **Linear domain.** The sweeps run on linear values (no exp or log; ``passes``' range checks) and fall back
-  to the log domain for the query when a value leaves the safe range.
+* **Scaled numbers** (``kernels.scaled``): values as mantissa and exponent (``u`` and ``ue``), so no exp or
+  log and no underflow; the log domain only for networks whose weights span more than 2^+-100
+  (``passes.linear_weights_safe``). Scaled values cannot leave their range, so nothing is ever computed twice
+  (the linear domain this replaced gave up on ad at random evidence, values below 2^-1022, and redid the query
+  in the log domain).
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ import numba as nb
 import numpy as np
 
 from .maxprod import descend_into
-from .passes import leaf_role, lin_product, lin_sum, node_value, out_of_range, product_edges, sum_edges
+from .passes import leaf_role, node_value, product_edges, sum_edges
 from .reduce import build_reduced
+from .scaled import E_ZERO, best_child, normalize, product_node, sum_node, to_log
+
+ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 # -- per network --------------------------------------------------------------------------------------------
@@ -38,19 +45,24 @@ from .reduce import build_reduced
 def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards):
     """What the sweeps need about a network, computed once.
 
-    Returns ``(uni, tab, rest, uni_index, scope64)``:
+    Returns ``(uni, tab, rest, uni_index, var_ptr, z, scope64)``:
 
     * ``uni`` (int64, (2, n_uni)): the univariate sums (sum nodes whose children are all leaves) and their
-      variable; ``tab`` (float64, (2, n_uni, K + 2), K the largest cardinality): for each, linear (``tab[0]``)
-      and log (``tab[1]``) value with the variable observed at value k (column k), summed out (column K), and
-      the best single term (column K + 1, max-product);
+      variable, grouped by variable (``var_ptr``, (n_vars + 1,): variable v's rows are
+      ``var_ptr[v]:var_ptr[v + 1]``); ``tab`` (float64, (3, n_uni, K + 2), K the largest cardinality): for
+      each, with the variable observed at value k (column k), summed out (column K) and the best single term
+      (column K + 1, max-product), the scaled value's mantissa (``tab[0]``), its log (``tab[1]``) and its
+      exponent (``tab[2]``, an integer held as float);
     * ``rest``: the other nodes, children first; ``uni_index``: each node's row in ``uni``, or -1;
+    * ``z`` (float64, (3, n)): every node's marginal (all variables summed out) as mantissa, log and exponent,
+      what the sweeps would compute for it;
     * ``scope64``: each node's scope as a bit set when the network has at most 64 variables (all bits set
       otherwise: no node is then ever skipped as hidden-only).
     """
     n = node_type.shape[0]
     nv = cards.shape[0]
     uni_index = np.full(n, -1, dtype=np.int64)
+    var_ptr = np.zeros(nv + 1, dtype=np.int64)
     n_uni = 0
     for i in range(n):
         if node_type[i] == 1:
@@ -58,41 +70,54 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
             for j in range(child_ptr[i], child_ptr[i + 1]):
                 all_leaves &= node_type[children[j]] == 0
             if all_leaves:
-                uni_index[i] = n_uni
+                uni_index[i] = 0
+                var_ptr[leaf_var[children[child_ptr[i]]] + 1] += 1
                 n_uni += 1
+    for v in range(nv):
+        var_ptr[v + 1] += var_ptr[v]
     K = 1
     for v in range(nv):
         K = max(K, cards[v])
     uni = np.empty((2, n_uni), dtype=np.int64)
-    tab = np.empty((2, n_uni, K + 2))
+    tab = np.empty((3, n_uni, K + 2))
     rest = np.empty(n - n_uni, dtype=np.int64)
+    fill = var_ptr[:nv].copy()
     u_lin = np.zeros(n)                       # leaf indicators for the table entries, as the general pass has them
     u_log = np.full(n, -np.inf)
     n_rest = 0
     for i in range(n):
-        k = uni_index[i]
-        if k < 0:
+        if uni_index[i] < 0:
             rest[n_rest] = i
             n_rest += 1
             continue
         a, b = child_ptr[i], child_ptr[i + 1]
+        v = leaf_var[children[a]]
+        k = fill[v]
+        fill[v] += 1
+        uni_index[i] = k
         uni[0, k] = i
-        uni[1, k] = leaf_var[children[a]]
-        for val in range(K + 1):              # column K: every indicator on
+        uni[1, k] = v
+        for val in range(K + 2):              # column K: every indicator on; K + 1: the best term
+            tot = 0.0
+            best = 0.0
             for j in range(a, b):
-                on = val == K or leaf_val[children[j]] == val
+                on = val >= K or leaf_val[children[j]] == val
                 u_lin[children[j]] = 1.0 if on else 0.0
                 u_log[children[j]] = 0.0 if on else -np.inf
-            tab[0, k, val] = lin_sum(a, b, children, W, u_lin)
-            tab[1, k, val] = sum_edges(a, b, children, log_w, u_log)
-        best_lin = 0.0
-        best_log = -np.inf
-        for j in range(a, b):
-            best_lin = max(best_lin, W[j])
-            best_log = max(best_log, log_w[j])
-        tab[0, k, K + 1] = best_lin
-        tab[1, k, K + 1] = best_log
-    scope64 = np.full(n, np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+                s = W[j] * u_lin[children[j]]
+                tot += s
+                best = max(best, s)
+            m, e = normalize(best if val == K + 1 else tot, 0)
+            tab[0, k, val] = m
+            tab[2, k, val] = e
+            if val == K + 1:
+                best_log = -np.inf
+                for j in range(a, b):
+                    best_log = max(best_log, log_w[j])
+                tab[1, k, val] = best_log
+            else:
+                tab[1, k, val] = sum_edges(a, b, children, log_w, u_log)
+    scope64 = np.full(n, ALL_BITS, dtype=np.uint64)
     if nv <= 64:
         for i in range(n):
             if node_type[i] == 0:
@@ -102,7 +127,21 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
                 for j in range(child_ptr[i], child_ptr[i + 1]):
                     acc |= scope64[children[j]]
                 scope64[i] = acc
-    return uni, tab, rest, uni_index, scope64
+    z = np.empty((3, n))
+    hidden = np.full(nv, 2, dtype=np.int8)
+    ue = np.empty(n, dtype=np.int64)
+    kept = np.empty(n, dtype=np.bool_)
+    no_skip = np.full(n, ALL_BITS, dtype=np.uint64)
+    no_value = np.zeros(nv, dtype=np.int64)
+    _uni_values(uni, tab, 0, hidden, no_value, False, z[0], ue, kept)
+    _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, no_skip, ALL_BITS, z, hidden,
+                 no_value, False, z[0], ue, kept)
+    for i in range(n):
+        z[2, i] = ue[i]
+    _uni_values(uni, tab, 1, hidden, no_value, False, z[1], ue, kept)
+    _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, no_skip, ALL_BITS, z, hidden,
+              no_value, False, z[1], kept)
+    return uni, tab, rest, uni_index, var_ptr, z, scope64
 
 
 # -- the upward sweep ---------------------------------------------------------------------------------------
@@ -116,6 +155,25 @@ def _uni_columns(role, value, use_max, K):
         r = role[v]
         col[v] = value[v] if r == 1 else (K + 1 if (r == 0 and use_max) else K)
     return col
+
+
+@nb.njit(cache=True)
+def _uni_values(uni, tab, d, role, value, use_max, u, ue, kept):
+    """The univariate sums from the table: scaled (``d = 0``: mantissa in ``u``, exponent in ``ue``) or log
+    (``d = 1``) values."""
+    col = _uni_columns(role, value, use_max, tab.shape[2] - 2)
+    if d == 0:
+        for k in range(uni.shape[1]):
+            i, v = uni[0, k], uni[1, k]
+            c = col[v]
+            u[i] = tab[0, k, c]
+            ue[i] = np.int64(tab[2, k, c])
+            kept[i] = role[v] == 0
+    else:
+        for k in range(uni.shape[1]):
+            i, v = uni[0, k], uni[1, k]
+            u[i] = tab[1, k, col[v]]
+            kept[i] = role[v] == 0
 
 
 @nb.njit(cache=True)
@@ -148,50 +206,6 @@ def _upward_node(i, node_type, child_ptr, children, log_w, leaf_var, leaf_val, r
 
 
 @nb.njit(cache=True, inline="always")
-def _upward_node_lin(i, node_type, child_ptr, children, W, leaf_var, leaf_val, role, value, use_max, u, kept):
-    """One node of the linear sweep; returns whether its value left the linear range.
-
-    Written without query-dependent branches (a sum computes both its total and its best term and then picks
-    one): the branch predictor cannot learn the pattern of a new query, and mispredictions cost more than the
-    arithmetic saved."""
-    t = node_type[i]
-    a, b = child_ptr[i], child_ptr[i + 1]
-    if t == 0:
-        kept[i], off = leaf_role(i, leaf_var, leaf_val, role, value)
-        u[i] = 1.0 - np.float64(off)
-        return False
-    if t == 1:
-        k = kept[children[a]]
-        kept[i] = k
-        tot = 0.0
-        best = 0.0
-        for j in range(a, b):
-            s = W[j] * u[children[j]]
-            tot += s
-            best = max(best, s)
-        v = best if (k & use_max) else tot
-        u[i] = v
-        return out_of_range(v, True)
-    k = False
-    for j in range(a, b):
-        k |= kept[children[j]]
-    kept[i] = k
-    v, zero = lin_product(a, b, children, u)
-    u[i] = v
-    return out_of_range(v, zero)
-
-
-@nb.njit(cache=True)
-def _uni_values(uni, tab, d, role, value, use_max, u, kept):
-    """The univariate sums from the table: linear (``d = 0``) or log (``d = 1``) values."""
-    col = _uni_columns(role, value, use_max, tab.shape[2] - 2)
-    for k in range(uni.shape[1]):
-        i, v = uni[0, k], uni[1, k]
-        u[i] = tab[d, k, col[v]]
-        kept[i] = role[v] == 0
-
-
-@nb.njit(cache=True, inline="always")
 def _seen_bits(role):
     """The query and evidence variables as a bit set (networks over > 64 variables have every scope bit set)."""
     seen = np.uint64(0)
@@ -202,107 +216,119 @@ def _seen_bits(role):
 
 
 @nb.njit(cache=True)
-def _rest_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, scope64, z_lin, role, value, use_max, u,
-              kept):
-    """The non-univariate nodes, children first, linear values; returns whether a value left the range. A node
-    whose scope (``scope64``) holds no query or evidence variable takes its stored marginal ``z_lin`` (what the
-    pass would compute, bit for bit) without visiting its children."""
-    seen = _seen_bits(role)
-    bad = False
+def _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, scope64, seen, z, role, value,
+                 use_max, u, ue, kept):
+    """The non-univariate nodes, children first, scaled values. A node whose scope (``scope64``) holds none of
+    the ``seen`` (query or evidence) variables takes its stored marginal (``z``: what the pass would compute,
+    bit for bit) without visiting its children."""
     for p in range(rest.shape[0]):
         i = rest[p]
-        if scope64[i] & seen:
-            bad |= _upward_node_lin(i, node_type, child_ptr, children, W, leaf_var, leaf_val, role, value,
-                                    use_max, u, kept)
-        else:
-            u[i] = z_lin[i]
+        if not scope64[i] & seen:
+            u[i] = z[0, i]
+            ue[i] = np.int64(z[2, i])
             kept[i] = False
-    return bad
+            continue
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            kept[i], off = leaf_role(i, leaf_var, leaf_val, role, value)
+            u[i] = 1.0 - np.float64(off)
+            ue[i] = E_ZERO if off else 0
+        elif t == 1:
+            k = kept[children[a]]
+            kept[i] = k
+            u[i], ue[i] = sum_node(a, b, children, W, u, ue, k & use_max)
+        else:
+            k = False
+            for j in range(a, b):
+                k |= kept[children[j]]
+            kept[i] = k
+            u[i], ue[i] = product_node(a, b, children, u, ue)
 
 
 @nb.njit(cache=True)
-def _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, scope64, z_log, role, value,
+def _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, scope64, seen, z, role, value,
               use_max, u, kept):
-    """``_rest_lin`` in the log domain. (``_upward_node`` is deliberately not inlined here: inlined, the loop
+    """``_rest_scaled`` in the log domain. (``_upward_node`` is deliberately not inlined here: inlined, the loop
     ran 4x slower on ad, 356 instead of 88 us.)"""
-    seen = _seen_bits(role)
     for p in range(rest.shape[0]):
         i = rest[p]
         if scope64[i] & seen:
             _upward_node(i, node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, use_max, u,
                          kept)
         else:
-            u[i] = z_log[i]
+            u[i] = z[1, i]
             kept[i] = False
 
 
 @nb.njit(cache=True)
 def upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value, use_max, u,
-           kept, force_log):
+           ue, kept):
     """The sweep every method starts with: ``u[i]`` as described above and ``kept[i]`` (a query variable is in
-    node i's scope): the univariate sums from the table, then the other nodes children first. In the linear
-    domain when the network allows it (``lin_ok``) and the values stay in range (unless ``force_log``), else in
-    the log domain.
+    node i's scope): the univariate sums from the table, then the other nodes children first. Scaled values
+    (mantissa ``u``, exponent ``ue``) when the network allows them (``lin_ok``), else log values in ``u``.
 
-    ``plan``: ``(uni, tab, rest, uni_index, z, scope64)``, the network's ``FlatSPN.map_plan`` (``z``: every
-    node's marginal, linear ``z[0]`` and log ``z[1]``). Returns ``(status, linear)``: status 0 when no query
-    variable occurs in the network, else 1; ``linear`` says which domain ``u`` holds.
+    ``plan``: ``(uni, tab, rest, uni_index, var_ptr, z, scope64)``, the network's ``FlatSPN.map_plan``.
+    Returns ``(status, scaled)``: status 0 when no query variable occurs in the network, else 1; ``scaled``
+    says which domain ``u`` holds.
 
     The table loop and the node loop are separate functions on purpose: written in one, numba's inlining of
     the node body gave code 2.7x slower (nltcs: 25.7 instead of 9.4 us).
     """
-    uni, tab, rest, _, z, scope64 = plan
+    uni, tab, rest, _, _, z, scope64 = plan
     root = node_type.shape[0] - 1
-    if lin_ok and not force_log:
-        _uni_values(uni, tab, 0, role, value, use_max, u, kept)
-        if not _rest_lin(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, scope64, z[0], role, value,
-                         use_max, u, kept):
-            return (1 if kept[root] else 0), True
-    _uni_values(uni, tab, 1, role, value, use_max, u, kept)
-    _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, scope64, z[1], role, value, use_max,
-              u, kept)
-    return (1 if kept[root] else 0), False
+    seen = _seen_bits(role)
+    if lin_ok:
+        _uni_values(uni, tab, 0, role, value, use_max, u, ue, kept)
+        _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, scope64, seen, z, role, value,
+                     use_max, u, ue, kept)
+    else:
+        _uni_values(uni, tab, 1, role, value, use_max, u, ue, kept)
+        _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, scope64, seen, z, role, value,
+                  use_max, u, kept)
+    return (1 if kept[root] else 0), lin_ok
 
 
 # -- after the sweep ----------------------------------------------------------------------------------------
 @nb.njit(cache=True)
-def evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, x, u, kept, linear,
-                  scratch):
-    """``log S(x)`` (hidden variables of ``x`` at -1) after ``upward`` for the same query: only the nodes with
-    a query variable are evaluated, the others keep their values in ``u`` (overwritten on query nodes).
-    Returns ``(log value, ok, number of query nodes)``; ``ok`` False when a linear value left the range.
-    ``scratch``: int64 (n_nodes,)."""
-    _, tab, _, uni_index, _, _ = plan
-    n = node_type.shape[0]
+def evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, x, u, ue, kept,
+                  scaled):
+    """``log S(x)`` (hidden variables of ``x`` at -1) after ``upward`` for the same query (``role``): only the
+    nodes with a query variable are evaluated (the query variables' rows of the table, then the kept other
+    nodes), the others keep their values in ``u``/``ue`` (overwritten on query nodes). Returns ``(log value,
+    number of query nodes)``."""
+    uni, tab, rest, _, var_ptr, _, _ = plan
+    d = 0 if scaled else 1
     nk = 0
-    for i in range(n):                        # the query nodes, listed by a branch-free loop
-        scratch[nk] = i
-        nk += kept[i]
-    d = 0 if linear else 1
-    bad = False
-    for p in range(nk):
-        i = scratch[p]
-        k = uni_index[i]
-        if k >= 0:
-            u[i] = tab[d, k, x[leaf_var[children[child_ptr[i]]]]]
-        elif not linear:
+    for v in range(role.shape[0]):
+        if role[v] == 0:
+            c = x[v]
+            for k in range(var_ptr[v], var_ptr[v + 1]):
+                i = uni[0, k]
+                u[i] = tab[d, k, c]
+                if scaled:
+                    ue[i] = np.int64(tab[2, k, c])
+            nk += var_ptr[v + 1] - var_ptr[v]
+    for p in range(rest.shape[0]):
+        i = rest[p]
+        if not kept[i]:
+            continue
+        nk += 1
+        if not scaled:
             node_value(i, node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, u)
+            continue
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            on = x[leaf_var[i]] == leaf_val[i]
+            u[i] = 1.0 if on else 0.0
+            ue[i] = 0 if on else E_ZERO
+        elif t == 1:
+            u[i], ue[i] = sum_node(a, b, children, W, u, ue, False)
         else:
-            t = node_type[i]
-            a, b = child_ptr[i], child_ptr[i + 1]
-            if t == 0:
-                u[i] = np.float64(x[leaf_var[i]] == leaf_val[i])
-            elif t == 1:
-                v = lin_sum(a, b, children, W, u)
-                bad |= out_of_range(v, True)
-                u[i] = v
-            else:
-                v, zero = lin_product(a, b, children, u)
-                bad |= out_of_range(v, zero)
-                u[i] = v
-    if bad:
-        return 0.0, False, nk
-    return (np.log(u[n - 1]) if linear else u[n - 1]), True, nk
+            u[i], ue[i] = product_node(a, b, children, u, ue)
+    root = node_type.shape[0] - 1
+    return (to_log(u[root], ue[root]) if scaled else u[root]), nk
 
 
 @nb.njit(cache=True)
@@ -313,40 +339,63 @@ def _start_answer(x, role, value):
 
 
 @nb.njit(cache=True)
+def descend_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, u, ue, kept, x, stack):
+    """``maxprod.descend_into`` on scaled values: at each reached sum node the child maximising
+    ``W[j] * value``, the first on ties; at products every kept child; a reached leaf sets its variable."""
+    top = 1
+    stack[0] = node_type.shape[0] - 1
+    while top > 0:
+        top -= 1
+        i = stack[top]
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            x[leaf_var[i]] = leaf_val[i]
+        elif t == 1:
+            stack[top] = children[best_child(a, b, children, W, u, ue)]
+            top += 1
+        else:
+            for j in range(a, b):
+                c = children[j]
+                if kept[c]:
+                    stack[top] = c
+                    top += 1
+
+
+@nb.njit(cache=True)
 def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
                     use_max, x):
     """BT (``use_max``) or NG for one query on the original network. ``x`` (int64, (n_vars,)) receives the
     evidence values, the answer on query variables (0 where unreached) and -1 on hidden ones.
 
-    ``upward``, the top-down choice, ``evaluate_kept``; all again in the log domain if a linear value left the
-    range. Arguments as for ``upward``. Returns ``(log P(answer, evidence) with hidden summed out, number of
-    query nodes)``; the count is 0 when no query variable occurs in the network (then ``x`` is not filled).
+    ``upward``, the top-down choice, ``evaluate_kept``. Arguments as for ``upward``. Returns ``(log P(answer,
+    evidence) with hidden summed out, number of query nodes)``; the count is 0 when no query variable occurs
+    in the network (then ``x`` is not filled).
     """
     n = node_type.shape[0]
     u = np.empty(n)
+    ue = np.empty(n, dtype=np.int64)
     kept = np.empty(n, dtype=np.bool_)
-    stack = np.empty(n, dtype=np.int64)        # the descent's stack, then evaluate_kept's scratch
-    force_log = False
-    while True:
-        status, linear = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role,
-                                value, use_max, u, kept, force_log)
-        if status == 0:
-            return -np.inf, 0
-        _start_answer(x, role, value)
-        descend_into(node_type, child_ptr, children, W if linear else log_w, linear, leaf_var, leaf_val, u, kept,
-                     x, stack)
-        lv, ok, n_kept = evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, x, u,
-                                       kept, linear, stack)
-        if ok:
-            return lv, n_kept
-        force_log = True
+    status, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
+                            use_max, u, ue, kept)
+    if status == 0:
+        return -np.inf, 0
+    _start_answer(x, role, value)
+    stack = np.empty(n, dtype=np.int64)
+    if scaled:
+        descend_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, u, ue, kept, x, stack)
+    else:
+        descend_into(node_type, child_ptr, children, log_w, leaf_var, leaf_val, u, kept, x, stack)
+    return evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, x, u, ue, kept,
+                         scaled)
 
 
 @nb.njit(cache=True)
-def reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, u, kept, linear, ck):
+def reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, u, ue, kept, scaled,
+                        ck):
     """The MAP->MAX reduction (``reduce.reduce_to_max``'s arrays) from an NG-style ``upward`` for the query:
-    ``u`` holds every non-query node's constant. ``ck``: float scratch (n_nodes,), gets each query product's
-    carried log constant."""
+    ``u``/``ue`` hold every non-query node's constant. ``ck``: float scratch (n_nodes,), gets each query
+    product's carried log constant."""
     n = node_type.shape[0]
     for i in range(n):                     # children first; only the constants the reduced network reads
         if kept[i]:
@@ -354,7 +403,7 @@ def reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_va
             for j in range(child_ptr[i], child_ptr[i + 1]):
                 c = children[j]
                 if not kept[c]:
-                    ck[c] = np.log(u[c]) if linear else u[c]
+                    ck[c] = to_log(u[c], ue[c]) if scaled else u[c]
                 if node_type[i] == 2:
                     acc += ck[c]
             ck[i] = acc

@@ -30,10 +30,10 @@ def max_product_pass(node_type, child_ptr, children, log_w, out):
 
 
 @nb.njit(cache=True)
-def descend_into(node_type, child_ptr, children, weights, linear, leaf_var, leaf_val, score, kept, x, stack):
-    """Top-down from the root: at each reached sum node follow the child maximising ``weights[j] * score``
-    (``linear``) or ``weights[j] + score`` (log domain), the first one on ties; at products follow every child
-    with ``kept[child]``; each reached leaf sets its variable in ``x``. ``stack``: int64 scratch, (n_nodes,)."""
+def descend_into(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score, kept, x, stack):
+    """Top-down from the root: at each reached sum node follow the child maximising ``log_w[j] + score``, the
+    first one on ties; at products follow every child with ``kept[child]``; each reached leaf sets its variable
+    in ``x``. ``stack``: int64 scratch, (n_nodes,). (``kernels.linear.descend_scaled`` on scaled values.)"""
     top = 1
     stack[0] = node_type.shape[0] - 1
     while top > 0:
@@ -47,7 +47,7 @@ def descend_into(node_type, child_ptr, children, weights, linear, leaf_var, leaf
             best = -np.inf
             bj = a
             for j in range(a, b):
-                s = weights[j] * score[children[j]] if linear else weights[j] + score[children[j]]
+                s = log_w[j] + score[children[j]]
                 if s > best:
                     best = s
                     bj = j
@@ -67,7 +67,7 @@ def descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score, n_
     never reached stay 0."""
     n = node_type.shape[0]
     x = np.zeros(n_vars, dtype=np.int64)
-    descend_into(node_type, child_ptr, children, log_w, False, leaf_var, leaf_val, score,
+    descend_into(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score,
                  np.ones(n, dtype=np.bool_), x, np.empty(n, dtype=np.int64))
     return x
 

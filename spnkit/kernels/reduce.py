@@ -5,7 +5,7 @@ constant, which is pushed into its parent's sum-edge weight (or carried up throu
 SPN over the query variables whose value at q is ``S(q, e)`` with the hidden variables summed out.
 
 This is the reference version (log domain, whole network), for ``spnkit.reduce`` and the exact solvers'
-staging. Per query, ``kernels.solve`` gets the constants from ``kernels.linear.upward`` instead (linear domain,
+staging. Per query, ``kernels.solve`` gets the constants from ``kernels.linear.upward`` instead (scaled numbers,
 relevant nodes only) and calls ``build_reduced`` on them.
 """
 

@@ -64,10 +64,10 @@ def _as_tuple(stats):
 
 @nb.njit(cache=True)
 def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
-                uni_index, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
+                uni_index, var_ptr, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
                 check_every, trace):
     """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
-    ``passes.linear_weights_safe(W, log_w)`` enable the linear-domain fast path; ``uni`` ... ``scope64`` are
+    ``passes.linear_weights_safe(W, log_w)`` enable the scaled-number sweeps; ``uni`` ... ``scope64`` are
     ``FlatSPN.map_plan``).
 
     role/value: int8/int64 (n_vars,) as in ``spnkit.Query``. Returns ``(status, x, log_value, exact,
@@ -82,7 +82,7 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
     nv = cards.shape[0]
     stats = np.zeros(N_STATS, dtype=np.int64)
     x_full = np.full(nv, -1, dtype=np.int64)
-    plan = (uni, tab, rest, uni_index, z, scope64)
+    plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
     if not _fits(cards, role, value):
         return BAD_QUERY, x_full, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
     if method == BT or method == NG:
@@ -105,14 +105,14 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
             rcards[qindex[v]] = cards[v]
     n = node_type.shape[0]
     u = np.empty(n)
+    ue = np.empty(n, dtype=np.int64)
     kept = np.empty(n, dtype=np.bool_)
-    scratch = np.empty(n, dtype=np.int64)
-    found, linear = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
-                           False, u, kept, False)
+    found, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
+                           False, u, ue, kept)
     if found == 0:
         return NO_QUERY_IN_SCOPE, x_full, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
     t, ptr, ch, w, var, val = reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex,
-                                                  u, kept, linear, np.empty(n))
+                                                  u, ue, kept, scaled, np.empty(n))
     stats[5] = t.shape[0]
     exact = False
     ub = np.nan
@@ -151,10 +151,8 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
             x_full[v] = value[v]
     for i in range(nq):
         x_full[qvars[i]] = xq[i]
-    lv, ok, _ = evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, x_full, u, kept,
-                              linear, scratch)
-    if not ok:
-        lv = log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x_full, u)
+    lv, _ = evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, x_full, u, ue,
+                          kept, scaled)
     if exact:
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
     return 0, x_full, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
@@ -162,7 +160,7 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
 
 @nb.njit(cache=True, parallel=True)
 def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
-                uni_index, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks,
+                uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks,
                 check_every):
     """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows."""
     m, nv = roles.shape
@@ -176,7 +174,7 @@ def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
     no_trace = np.empty((0, 3))
     for r in nb.prange(m):
         s, x, lv, ex, ub, st, _n, sec = solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                                   leaf_val, uni, tab, rest, uni_index, z, scope64,
+                                                   leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64,
                                                    cards, roles[r], values[r], method, k, beam, seed, max_rounds,
                                                    timeout_ticks, check_every, no_trace)
         status[r] = s

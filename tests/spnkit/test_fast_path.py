@@ -84,10 +84,11 @@ def test_each_way_out_of_the_fast_path_is_taken_and_still_exact():
 
 
 @settings(max_examples=60, deadline=None)
-@given(spn_seeds, st.integers(4, 10), st.sampled_from([0, 600]), st.data())
+@given(spn_seeds, st.integers(4, 10), st.sampled_from([0, 90, 600]), st.data())
 def test_bt_and_ng_with_most_variables_hidden_equal_their_run_on_the_reduced_network(seed, n_vars, spread, data):
-    """At least 3/4 hidden: BT/NG skip the hidden-only nodes, reading stored marginals (linear, or log when the
-    scaled weights push the values out of the fast path's range); the reduced network is the independent way."""
+    """At least 3/4 hidden: BT/NG skip the hidden-only nodes, reading stored marginals (scaled numbers, whose
+    sums align children up to 2^(90 * depth) apart at spread 90, or log values when weights beyond 2^+-100 rule
+    scaled numbers out); the reduced network is the independent way."""
     spn = random_spn(seed, n_vars=n_vars, normalised=False)
     rng = np.random.default_rng(seed)
     spn = _scaled(spn, rng.integers(-spread, spread + 1, size=spn.n_nodes).astype(float))
@@ -155,3 +156,27 @@ def test_weights_that_underflow_to_zero_are_not_taken_for_zero_edges():
     for method in ("brute", "exact-mc", "exact", "bt"):
         r = spnkit.map(spn, Query(1), method=method)
         assert r.assignment.tolist() == [2] and r.log_value == pytest.approx(-799.5), method
+
+
+def test_scaled_sums_drop_a_term_below_two_to_the_minus_900_and_keep_it_when_alone():
+    """A sum of a child worth 1 and one worth 2^-990 (ten factors of 2^-99): the small one is dropped (its
+    share is far below a double's precision); with the large child off, the small one alone is the value,
+    exactly."""
+    net = NetBuilder()
+    leaves = [[net.add(0, var=v, val=k) for k in (0, 1)] for v in range(21)]
+    def factors(vs, log_w):                  # a product of one sum per variable, each worth exp(log_w)
+        return [net.add(1, leaves[v], [log_w, log_w]) for v in vs]
+
+    small = net.add(2, factors(range(10), -99 * math.log(2)) + factors(range(10, 20), 0.0) + [leaves[20][0]])
+    one = net.add(2, factors(range(20), 0.0) + [leaves[20][1]])
+    net.add(1, [small, one], [0.0, 0.0])     # 2^-990 [x20 = 0] + [x20 = 1] at any x0..x19
+    spn = net.spn([2] * 21)
+    assert spn.linear_weights[1]
+    evidence = {v: 0 for v in range(1, 20)}
+    for x20, want in ((None, 0.0), (0, -990 * math.log(2)), (1, 0.0)):
+        q = Query(21, query=[0], evidence=evidence if x20 is None else {**evidence, 20: x20},
+                  hidden=[20] if x20 is None else [])
+        for method in ("bt", "ng", "exact", "kbt", "brute"):
+            r = spnkit.map(spn, q, method=method)
+            assert r.log_value == pytest.approx(want, abs=1e-9), (x20, method)
+            assert r.log_value == pytest.approx(float(spn.log_prob(r.assignment)[0]), abs=1e-9)
