@@ -120,6 +120,16 @@ class FlatSPN:
             a.setflags(write=False)
         return plan
 
+    @functools.cached_property
+    def kernel_net(self):
+        """The network, its linear weights and ``map_plan`` as one ``kernels.net.KernelNet``: what a MAP call
+        passes to its kernel (one argument instead of sixteen)."""
+        from .kernels.net import make_net
+
+        W, lin_ok = self.linear_weights
+        return make_net(self.node_type, self.child_ptr, self.children, self.log_w, W, lin_ok, self.leaf_var,
+                        self.leaf_val, self.cardinalities, *self.map_plan)
+
     # -- inference -----------------------------------------------------------------------------------
     def log_prob(self, X) -> np.ndarray:
         """Log value of the network at each row of ``X``.

@@ -45,15 +45,20 @@ def reduce(spn: FlatSPN, q: Query) -> FlatSPN:
 
 
 def _options(method: str, opts: dict) -> tuple:
-    """Validated kernel parameters ``(code, k, beam, seed, max_rounds, deadline ticks, check_every,
-    max_trace)``."""
-    key = (method, *sorted(opts.items()))
-    try:
-        return _OPTIONS_SEEN[key]
-    except KeyError:
-        pass
-    except TypeError:              # an unhashable option value: validate it every time
-        key = None
+    """Validated kernel options ``(code, opts array for the kernel (kernels.solve.OPTIONS), max_trace)``."""
+    if not opts:
+        try:
+            return _OPTIONS_SEEN[method]
+        except KeyError:
+            key = method
+    else:
+        key = (method, *sorted(opts.items()))
+        try:
+            return _OPTIONS_SEEN[key]
+        except KeyError:
+            pass
+        except TypeError:              # an unhashable option value: validate it every time
+            key = None
     if method not in METHOD_CODES:
         raise QueryError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     unknown = set(opts) - set(DEFAULTS)
@@ -67,14 +72,17 @@ def _options(method: str, opts: dict) -> tuple:
     timeout = math.inf if o["timeout"] is None else float(o["timeout"])
     if not timeout > 0:
         raise QueryError(f"timeout={o['timeout']}; expected seconds > 0 (or None for no limit)")
-    out = (METHOD_CODES[method], int(o["k"]), int(o["beam"]), int(o["seed"]), int(o["max_rounds"]),
-           deadline_ticks(timeout), int(o["check_every"]), int(o["max_trace"]))
+    code = METHOD_CODES[method]
+    arr = np.array([code, int(o["k"]), int(o["beam"]), int(o["seed"]), int(o["max_rounds"]), deadline_ticks(timeout),
+                    int(o["check_every"])], dtype=np.int64)
+    arr.setflags(write=False)
+    out = (code, arr, int(o["max_trace"]))
     if key is not None and len(_OPTIONS_SEEN) < 256:
         _OPTIONS_SEEN[key] = out
     return out
 
 
-_OPTIONS_SEEN: dict[tuple, tuple] = {}   # validated options by (method, *sorted options): a query can take ~5 us
+_OPTIONS_SEEN: dict = {}   # validated options by method (no options) or (method, *sorted options)
 
 
 def _check_brute(method: str, n_query: int) -> None:
@@ -104,22 +112,19 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
     they meet.
     """
     t0 = time.perf_counter()
-    code, k, beam, seed, max_rounds, timeout, check_every, max_trace = _options(method, opts)
+    code, kopts, max_trace = _options(method, opts)
     if not isinstance(q, Query):
         raise QueryError(f"q is a {type(q).__name__}; expected spnkit.Query")
-    if method == "brute":
+    if code == _BRUTE:
         _check_brute(method, int(np.count_nonzero(q.role == QUERY)))
     exact_method = code in _EXACT_CODES
     trace = _trace_buffer(max_trace) if exact_method else _NO_TRACE
-    status, x, lv, exact, ub, stats, n_trace, _ticks = solve_query(
-        spn.node_type, spn.child_ptr, spn.children, spn.log_w, *spn.linear_weights, spn.leaf_var, spn.leaf_val,
-        *spn.map_plan, spn.cardinalities, q.role, q.value, code, k, beam, seed, max_rounds, timeout, check_every,
-        trace)
+    status, x, lv, exact, ub, stats, n_trace, _ticks = solve_query(spn.kernel_net, q.role, q.value, kopts, trace)
     if status < 0:
         _raise_for(status, q, spn)
-    return MapResult(x, float(lv), bool(exact), None if math.isnan(ub) else float(ub), time.perf_counter() - t0,
-                     method, stats, trace[:n_trace].copy() if exact_method else None, STAT_NAMES,
-                     bool(method in EXACT_METHODS and not exact), 1.0 / ticks_per_second())
+    return MapResult(x, lv, exact, None if ub != ub else ub, time.perf_counter() - t0, method, stats,
+                     trace[:n_trace].copy() if exact_method else None, STAT_NAMES,
+                     code in _PROVING_CODES and not exact, 1.0 / ticks_per_second())
 
 
 _NO_TRACE = np.empty((0, 3))
@@ -130,7 +135,11 @@ def _trace_buffer(rows: int) -> np.ndarray:
     """One scratch trace per size, reused: solve_query holds the GIL (it is not ``nogil``), so no two calls
     write it at once, and each call copies its rows out before returning."""
     return np.empty((rows, 3))
-_EXACT_CODES = frozenset(METHOD_CODES[m] for m in METHOD_CODES if m.startswith("exact"))
+
+
+_EXACT_CODES = frozenset(METHOD_CODES[m] for m in METHOD_CODES if m.startswith("exact"))   # they write a trace
+_PROVING_CODES = frozenset(METHOD_CODES[m] for m in EXACT_METHODS)    # not exact = timed out (brute included)
+_BRUTE = METHOD_CODES["brute"]
 
 
 def _raise_for(status: int, q: Query, spn: FlatSPN, where: str = "") -> None:
@@ -151,26 +160,28 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query], method: str = "bt", **opts
     kernel time), ``assignment`` (int64 array as in :class:`MapResult`) and the solver's counters
     (``expansions``, ``passes``, ...). Each row equals what ``spnkit.map`` returns for that query alone.
     """
-    code, k, beam, seed, max_rounds, timeout, check_every, _ = _options(method, opts)
+    code, kopts, _ = _options(method, opts)
     queries = list(queries)
     if not queries:
         raise QueryError("map_batch needs at least one query")
+    role_rows, value_rows = [], []       # one pass and one concatenate: np.stack took 0.5 us per query
+    nv = spn.n_vars
     for i, q in enumerate(queries):
         if not isinstance(q, Query):
             raise QueryError(f"queries[{i}] is a {type(q).__name__}; expected spnkit.Query")
-        if q.role.shape[0] != spn.n_vars:
+        if q.role.shape[0] != nv:
             _raise_for(BAD_QUERY, q, spn, f"queries[{i}]: ")
-    roles = np.stack([q.role for q in queries])
-    values = np.stack([q.value for q in queries])
+        role_rows.append(q.role)
+        value_rows.append(q.value)
+    roles = np.concatenate(role_rows).reshape(len(queries), nv)
+    values = np.concatenate(value_rows).reshape(len(queries), nv)
     misfit = ((roles == EVIDENCE) & (values >= spn.cardinalities)).any(axis=1) | ~(roles == QUERY).any(axis=1)
     if misfit.any():            # before any solving: a bad last query must not wait for the others
         i = int(np.argmax(misfit))
         _raise_for(BAD_QUERY, queries[i], spn, f"queries[{i}]: ")
     if method == "brute":
         _check_brute(method, int((roles == QUERY).sum(axis=1).max()))
-    status, xs, lvs, exact, ubs, stats, secs = solve_batch(
-        spn.node_type, spn.child_ptr, spn.children, spn.log_w, *spn.linear_weights, spn.leaf_var, spn.leaf_val,
-        *spn.map_plan, spn.cardinalities, roles, values, code, k, beam, seed, max_rounds, timeout, check_every)
+    status, xs, lvs, exact, ubs, stats, secs = solve_batch(spn.kernel_net, roles, values, kopts)
     bad = np.flatnonzero(status < 0)
     if bad.size:
         i = int(bad[0])

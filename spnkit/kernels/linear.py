@@ -49,10 +49,10 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
 
     * ``uni`` (int64, (2, n_uni)): the univariate sums (sum nodes whose children are all leaves) and their
       variable, grouped by variable (``var_ptr``, (n_vars + 1,): variable v's rows are
-      ``var_ptr[v]:var_ptr[v + 1]``); ``tab`` (float64, (3, n_uni, K + 2), K the largest cardinality): for
+      ``var_ptr[v]:var_ptr[v + 1]``); ``tab`` (float64, (n_uni, K + 2, 3), K the largest cardinality): for
       each, with the variable observed at value k (column k), summed out (column K) and the best single term
-      (column K + 1, max-product), the scaled value's mantissa (``tab[0]``), its log (``tab[1]``) and its
-      exponent (``tab[2]``, an integer held as float);
+      (column K + 1, max-product), the scaled value's mantissa (``[..., 0]``), its log (``[..., 1]``) and its
+      exponent (``[..., 2]``, an integer held as float: read with the mantissa, from the same cache line);
     * ``rest``: the other nodes, children first; ``uni_index``: each node's row in ``uni``, or -1;
     * ``z`` (float64, (3, n)): every node's marginal (all variables summed out) as mantissa, log and exponent,
       what the sweeps would compute for it;
@@ -79,7 +79,7 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
     for v in range(nv):
         K = max(K, cards[v])
     uni = np.empty((2, n_uni), dtype=np.int64)
-    tab = np.empty((3, n_uni, K + 2))
+    tab = np.empty((n_uni, K + 2, 3))
     rest = np.empty(n - n_uni, dtype=np.int64)
     fill = var_ptr[:nv].copy()
     u_lin = np.zeros(n)                       # leaf indicators for the table entries, as the general pass has them
@@ -108,15 +108,15 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
                 tot += s
                 best = max(best, s)
             m, e = normalize(best if val == K + 1 else tot, 0)
-            tab[0, k, val] = m
-            tab[2, k, val] = e
+            tab[k, val, 0] = m
+            tab[k, val, 2] = e
             if val == K + 1:
                 best_log = -np.inf
                 for j in range(a, b):
                     best_log = max(best_log, log_w[j])
-                tab[1, k, val] = best_log
+                tab[k, val, 1] = best_log
             else:
-                tab[1, k, val] = sum_edges(a, b, children, log_w, u_log)
+                tab[k, val, 1] = sum_edges(a, b, children, log_w, u_log)
     scope64 = np.full(n, ALL_BITS, dtype=np.uint64)
     if nv <= 64:
         for i in range(n):
@@ -133,12 +133,12 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
     kept = np.empty(n, dtype=np.bool_)
     no_skip = np.full(n, ALL_BITS, dtype=np.uint64)
     no_value = np.zeros(nv, dtype=np.int64)
-    _uni_values(uni, tab, 0, hidden, no_value, False, z[0], ue, kept)
+    _uni_values(uni, tab, var_ptr, 0, hidden, no_value, False, z[0], ue, kept)
     _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, no_skip, ALL_BITS, z, hidden,
                  no_value, False, z[0], ue, kept)
     for i in range(n):
         z[2, i] = ue[i]
-    _uni_values(uni, tab, 1, hidden, no_value, False, z[1], ue, kept)
+    _uni_values(uni, tab, var_ptr, 1, hidden, no_value, False, z[1], ue, kept)
     _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, no_skip, ALL_BITS, z, hidden,
               no_value, False, z[1], kept)
     return uni, tab, rest, uni_index, var_ptr, z, scope64
@@ -146,34 +146,25 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
 
 # -- the upward sweep ---------------------------------------------------------------------------------------
 @nb.njit(cache=True)
-def _uni_columns(role, value, use_max, K):
-    """Per variable, the table column its univariate sums read: the evidence value, K (summed out: hidden, or
-    a query variable under NG) or K + 1 (a query variable under max-product). Looked up per node, branch-free:
-    a branch on the role per node mispredicts on every new query (nltcs 3:5:2: 28 instead of 20 us)."""
-    col = np.empty(role.shape[0], dtype=np.int64)
+def _uni_values(uni, tab, var_ptr, d, role, value, use_max, u, ue, kept):
+    """The univariate sums from the table, a variable at a time (one column and one kept flag for all its
+    rows): scaled (``d = 0``: mantissa in ``u``, exponent in ``ue``) or log (``d = 1``) values."""
+    K = tab.shape[1] - 2
     for v in range(role.shape[0]):
         r = role[v]
-        col[v] = value[v] if r == 1 else (K + 1 if (r == 0 and use_max) else K)
-    return col
-
-
-@nb.njit(cache=True)
-def _uni_values(uni, tab, d, role, value, use_max, u, ue, kept):
-    """The univariate sums from the table: scaled (``d = 0``: mantissa in ``u``, exponent in ``ue``) or log
-    (``d = 1``) values."""
-    col = _uni_columns(role, value, use_max, tab.shape[2] - 2)
-    if d == 0:
-        for k in range(uni.shape[1]):
-            i, v = uni[0, k], uni[1, k]
-            c = col[v]
-            u[i] = tab[0, k, c]
-            ue[i] = np.int64(tab[2, k, c])
-            kept[i] = role[v] == 0
-    else:
-        for k in range(uni.shape[1]):
-            i, v = uni[0, k], uni[1, k]
-            u[i] = tab[1, k, col[v]]
-            kept[i] = role[v] == 0
+        c = value[v] if r == 1 else (K + 1 if (r == 0 and use_max) else K)
+        q = r == 0
+        if d == 0:
+            for k in range(var_ptr[v], var_ptr[v + 1]):
+                i = uni[0, k]
+                u[i] = tab[k, c, 0]
+                ue[i] = np.int64(tab[k, c, 2])
+                kept[i] = q
+        else:
+            for k in range(var_ptr[v], var_ptr[v + 1]):
+                i = uni[0, k]
+                u[i] = tab[k, c, 1]
+                kept[i] = q
 
 
 @nb.njit(cache=True)
@@ -275,15 +266,15 @@ def upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val,
     The table loop and the node loop are separate functions on purpose: written in one, numba's inlining of
     the node body gave code 2.7x slower (nltcs: 25.7 instead of 9.4 us).
     """
-    uni, tab, rest, _, _, z, scope64 = plan
+    uni, tab, rest, _, var_ptr, z, scope64 = plan
     root = node_type.shape[0] - 1
     seen = _seen_bits(role)
     if lin_ok:
-        _uni_values(uni, tab, 0, role, value, use_max, u, ue, kept)
+        _uni_values(uni, tab, var_ptr, 0, role, value, use_max, u, ue, kept)
         _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, scope64, seen, z, role, value,
                      use_max, u, ue, kept)
     else:
-        _uni_values(uni, tab, 1, role, value, use_max, u, ue, kept)
+        _uni_values(uni, tab, var_ptr, 1, role, value, use_max, u, ue, kept)
         _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, scope64, seen, z, role, value,
                   use_max, u, kept)
     return (1 if kept[root] else 0), lin_ok
@@ -305,9 +296,9 @@ def evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, 
             c = x[v]
             for k in range(var_ptr[v], var_ptr[v + 1]):
                 i = uni[0, k]
-                u[i] = tab[d, k, c]
+                u[i] = tab[k, c, d]
                 if scaled:
-                    ue[i] = np.int64(tab[2, k, c])
+                    ue[i] = np.int64(tab[k, c, 2])
             nk += var_ptr[v + 1] - var_ptr[v]
     for p in range(rest.shape[0]):
         i = rest[p]

@@ -62,10 +62,24 @@ def _as_tuple(stats):
     return stats[0], stats[1], stats[2], stats[3], stats[4], stats[5]
 
 
+OPTIONS = ("method", "k", "beam", "seed", "max_rounds", "deadline", "check_every")   # solve_query's opts array
+
+
 @nb.njit(cache=True)
-def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
-                uni_index, var_ptr, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
-                check_every, trace):
+def solve_query(net, role, value, opts, trace):
+    """Answer one MAP query on ``net`` (a ``kernels.net.KernelNet``, ``FlatSPN.kernel_net``). ``opts``: int64
+    array of the ``OPTIONS`` (method code, k, beam, seed, max_rounds, deadline in ``clock.now()`` ticks,
+    check_every). One struct and one array instead of 24 arguments: numba types each argument on every call.
+    Arguments and result as for ``solve_one``."""
+    return solve_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
+                     net.leaf_val, net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64,
+                     net.cards, role, value, opts[0], opts[1], opts[2], opts[3], opts[4], opts[5], opts[6], trace)
+
+
+@nb.njit(cache=True)
+def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
+              uni_index, var_ptr, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
+              check_every, trace):
     """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
     ``passes.linear_weights_safe(W, log_w)`` enable the scaled-number sweeps; ``uni`` ... ``scope64`` are
     ``FlatSPN.map_plan``).
@@ -159,10 +173,15 @@ def solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
 
 
 @nb.njit(cache=True, parallel=True)
-def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
-                uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks,
-                check_every):
+def solve_batch(net, roles, values, opts):
     """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows."""
+    node_type, child_ptr, children, log_w, W, lin_ok = net.node_type, net.child_ptr, net.children, net.log_w, net.W, \
+        net.lin_ok
+    leaf_var, leaf_val, cards = net.leaf_var, net.leaf_val, net.cards
+    uni, tab, rest, uni_index, var_ptr, z, scope64 = net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, \
+        net.scope64
+    method, k, beam, seed, max_rounds, timeout_ticks, check_every = (opts[0], opts[1], opts[2], opts[3], opts[4],
+                                                                      opts[5], opts[6])
     m, nv = roles.shape
     status = np.zeros(m, dtype=np.int64)
     xs = np.empty((m, nv), dtype=np.int64)
@@ -173,10 +192,10 @@ def solve_batch(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
     secs = np.empty(m)
     no_trace = np.empty((0, 3))
     for r in nb.prange(m):
-        s, x, lv, ex, ub, st, _n, sec = solve_query(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                                   leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64,
-                                                   cards, roles[r], values[r], method, k, beam, seed, max_rounds,
-                                                   timeout_ticks, check_every, no_trace)
+        s, x, lv, ex, ub, st, _n, sec = solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
+                                                 leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64,
+                                                 cards, roles[r], values[r], method, k, beam, seed, max_rounds,
+                                                 timeout_ticks, check_every, no_trace)
         status[r] = s
         xs[r] = x
         lvs[r] = lv
