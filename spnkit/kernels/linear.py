@@ -34,8 +34,8 @@ import numpy as np
 
 from .maxprod import descend_into
 from .passes import leaf_role, node_value, product_edges, sum_edges
-from .reduce import build_reduced
-from .scaled import E_ZERO, best_child, normalize, product_node, sum_node, to_log
+from .reduce import build_reduced, kept_nodes
+from .scaled import BLOCK, E_ZERO, best_child, normalize, product_node, sum_node, to_log
 
 ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -387,15 +387,26 @@ def reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_va
     """The MAP->MAX reduction (``reduce.reduce_to_max``'s arrays) from an NG-style ``upward`` for the query:
     ``u``/``ue`` hold every non-query node's constant. ``ck``: float scratch (n_nodes,), gets each query
     product's carried log constant."""
-    n = node_type.shape[0]
-    for i in range(n):                     # children first; only the constants the reduced network reads
-        if kept[i]:
-            acc = 0.0
+    order, n_kept = kept_nodes(kept)
+    for p in range(n_kept):                # children first; only the constants the reduced network reads
+        i = order[p]
+        acc = 0.0                          # leaves and sums carry none (a kept sum's children are all kept)
+        if node_type[i] == 2:
+            m, e, n_m = 1.0, 0, 0          # the product of the constant children, scaled: one log per product
             for j in range(child_ptr[i], child_ptr[i + 1]):
                 c = children[j]
-                if not kept[c]:
-                    ck[c] = to_log(u[c], ue[c]) if scaled else u[c]
-                if node_type[i] == 2:
+                if kept[c]:
                     acc += ck[c]
-            ck[i] = acc
-    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, kept, ck)
+                elif scaled:
+                    m *= u[c]              # mantissas in [1, 2): renormalised every BLOCK factors
+                    e += ue[c]
+                    n_m += 1
+                    if n_m == BLOCK:
+                        m, e = normalize(m, e)
+                        n_m = 0
+                else:
+                    acc += u[c]
+            if scaled:
+                acc += to_log(m, e)
+        ck[i] = acc
+    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, kept, ck, order, n_kept)

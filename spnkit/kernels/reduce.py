@@ -55,32 +55,43 @@ def reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rol
     keep = np.zeros(n, dtype=np.bool_)
     c = np.zeros(n, dtype=np.float64)          # constant log-factor carried by node i
     _constants_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, keep, c)
-    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c)
+    order, n_kept = kept_nodes(keep)
+    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c, order, n_kept)
 
 
 @nb.njit(cache=True)
-def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c):
-    """The kept nodes, renumbered, with each kept child's constant pushed into the sum edge above it
-    (``c``: every node's constant log-factor; ``keep``: has a query variable below)."""
+def kept_nodes(keep):
+    """``(order, count)``: the kept nodes in increasing order in ``order[:count]``, listed by a branch-free
+    loop (a query keeps few nodes, and a branch per node on ``keep`` mispredicts)."""
+    order = np.empty(keep.shape[0], dtype=np.int64)
+    count = 0
+    for i in range(keep.shape[0]):
+        order[count] = i
+        count += keep[i]
+    return order, count
+
+
+@nb.njit(cache=True)
+def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c, order, n_new):
+    """The kept nodes (``order[:n_new]``, ``kept_nodes(keep)``), renumbered, with each kept child's constant
+    pushed into the sum edge above it (``c``: every node's constant log-factor; ``keep``: has a query variable
+    below)."""
     n = node_type.shape[0]
     root = n - 1
     if not keep[root]:
         e = np.zeros(0, dtype=np.int64)
         return np.zeros(0, dtype=np.int8), np.zeros(1, dtype=np.int64), e, np.zeros(0), e, e
     wrap = node_type[root] != 1 and c[root] != 0.0
-    new_id = np.full(n, -1, dtype=np.int64)
-    n_new = 0
+    new_id = np.empty(n, dtype=np.int64)      # read only for kept nodes
     n_edges = 0
-    for i in range(n):
-        if keep[i]:
-            new_id[i] = n_new
-            n_new += 1
-            if node_type[i] == 1:
-                n_edges += child_ptr[i + 1] - child_ptr[i]
-            elif node_type[i] == 2:
-                for j in range(child_ptr[i], child_ptr[i + 1]):
-                    if keep[children[j]]:
-                        n_edges += 1
+    for k in range(n_new):
+        i = order[k]
+        new_id[i] = k
+        if node_type[i] == 1:
+            n_edges += child_ptr[i + 1] - child_ptr[i]
+        elif node_type[i] == 2:
+            for j in range(child_ptr[i], child_ptr[i + 1]):
+                n_edges += keep[children[j]]
     total = n_new + (1 if wrap else 0)
     o_type = np.empty(total, dtype=np.int8)
     o_ptr = np.zeros(total + 1, dtype=np.int64)
@@ -89,10 +100,8 @@ def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qin
     o_var = np.full(total, -1, dtype=np.int64)
     o_val = np.full(total, -1, dtype=np.int64)
     e = 0
-    for i in range(n):
-        if not keep[i]:
-            continue
-        k = new_id[i]
+    for k in range(n_new):
+        i = order[k]
         t = node_type[i]
         o_type[k] = t
         if t == 0:
