@@ -3,9 +3,12 @@
 S is multilinear in the indicators and no monomial holds two indicators of one variable, so
 ``dS/dλ[v, val]`` evaluated at x equals S with X_v set to val and every other variable as in x (marginalised
 ones stay marginalised). One upward and one downward pass give all of them (Darwiche 2003).
-Log domain with exact zeros (SPN_MAP.md §1.4): at a product node, with no child at -inf each child gets
-``dr[parent] + value(parent) - value(child)``; with exactly one zero child only that child gets
-``dr[parent] + Σ(other children)``; with two or more, no child gets anything.
+Exact zeros (SPN_MAP.md §1.4): at a product node, with no zero child each child gets ``dr[parent] *
+value(parent) / value(child)``; with exactly one zero child only that child gets ``dr[parent] * Π(other
+children)``; with two or more, no child gets anything.
+
+Two versions: log domain (``derivatives_mask``) and scaled numbers (``derivatives_mask_scaled``,
+``kernels.scaled``: no exp or log per edge, 3-5x faster) for networks whose weights allow them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numba as nb
 import numpy as np
 
 from .passes import assignment_mask, log_value_mask
+from .scaled import E_ZERO, normalize, pow2, product_node, sum_node, to_log
 
 
 @nb.njit(cache=True)
@@ -80,3 +84,74 @@ def derivatives(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, ma
     derivatives_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, assignment_mask(x, max_card),
                      val, dr, d)
     return d
+
+
+@nb.njit(cache=True, inline="always")
+def _add(m1, e1, m2, e2):
+    """(m1, e1) + (m2, e2) in scaled numbers (either may be unnormalised, zeros at exponent E_ZERO)."""
+    emax = max(e1, e2)
+    return normalize(m1 * pow2(e1 - emax) + m2 * pow2(e2 - emax), emax)
+
+
+@nb.njit(cache=True)
+def derivatives_mask_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, mask, m, dm, e, de, dvm, dve,
+                            d):
+    """``derivatives_mask`` in scaled numbers (weights ``W = exp(log_w)`` within [2^-100, 2^100],
+    ``passes.linear_weights_safe``): node values in ``m``/``e``, derivatives in ``dm``/``de`` (float64 and
+    int64, (n_nodes,)), ``dvm``/``dve`` ((n_vars, max_card)) scratch; ``d`` and the return value in the log
+    domain, as ``derivatives_mask`` gives them."""
+    n = node_type.shape[0]
+    for i in range(n):
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            on = mask[leaf_var[i], leaf_val[i]]
+            m[i] = 1.0 if on else 0.0
+            e[i] = 0 if on else E_ZERO
+        elif t == 1:
+            m[i], e[i] = sum_node(a, b, children, W, m, e, False)
+        else:
+            m[i], e[i] = product_node(a, b, children, m, e)
+    dm[:n] = 0.0
+    de[:n] = E_ZERO
+    dvm[:] = 0.0
+    dve[:] = E_ZERO
+    dm[n - 1] = 1.0
+    de[n - 1] = 0
+    for i in range(n - 1, -1, -1):
+        gm = dm[i]
+        if gm == 0.0:
+            continue
+        ge = de[i]
+        t = node_type[i]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        if t == 0:
+            v, k = leaf_var[i], leaf_val[i]
+            dvm[v, k], dve[v, k] = _add(dvm[v, k], dve[v, k], gm, ge)
+        elif t == 1:
+            for j in range(a, b):
+                c = children[j]
+                dm[c], de[c] = _add(dm[c], de[c], W[j] * gm, ge)
+        else:
+            zeros = 0
+            zc = -1
+            for j in range(a, b):
+                c = children[j]
+                if m[c] == 0.0:
+                    zeros += 1
+                    zc = c
+            if zeros == 0:                     # the others' product: the node's value over the child's
+                for j in range(a, b):
+                    c = children[j]
+                    dm[c], de[c] = _add(dm[c], de[c], gm * (m[i] / m[c]), ge + e[i] - e[c])
+            elif zeros == 1:
+                rm, re = 1.0, 0
+                for j in range(a, b):
+                    c = children[j]
+                    if c != zc:
+                        rm, re = normalize(rm * m[c], re + e[c])
+                dm[zc], de[zc] = _add(dm[zc], de[zc], gm * rm, ge + re)
+    for v in range(d.shape[0]):
+        for k in range(d.shape[1]):
+            d[v, k] = to_log(dvm[v, k], dve[v, k])
+    return to_log(m[n - 1], e[n - 1])

@@ -28,7 +28,7 @@ import numpy as np
 from numba.typed import List
 
 from .clock import now
-from .derivative import derivatives_mask
+from .derivative import derivatives_mask, derivatives_mask_scaled
 from .passes import linear_weights_safe, log_value_mask_fast
 from .reduce import reduce_to_max
 
@@ -61,16 +61,23 @@ def _n_open(mask, cards):
     return c
 
 
-@nb.njit(cache=True)
-def _forward_check(nt, ptr, ch, w, lv, lval, mask, cards, inc, val, dr, d):
+@nb.njit(cache=True, inline="always")     # a call passes ~15 arrays, each refcounted: 0.5 us on a small query
+def _forward_check(level, mask, cards, inc, val, dr, d, scratch):
     """Prune values whose derivative bound is no better than ``inc`` until nothing changes.
 
+    ``level``: the network as ``(node_type, child_ptr, children, log_w, leaf_var, leaf_val, W, lin_ok)``; its
+    derivative passes run on scaled numbers when ``lin_ok`` (``scratch``: their integer and per-value buffers).
     Returns ``(status, root bound, derivative passes run)``; ``mask`` is narrowed in place and ``d`` holds
     the last pass (valid for the final ``mask`` when the status is OPEN or COMPLETE).
     """
+    nt, ptr, ch, w, lv, lval, W, lin_ok = level
+    e, de, dvm, dve = scratch
     passes = 0
     while True:
-        root = derivatives_mask(nt, ptr, ch, w, lv, lval, mask, val, dr, d)
+        if lin_ok:
+            root = derivatives_mask_scaled(nt, ptr, ch, W, lv, lval, mask, val, dr, e, de, dvm, dve, d)
+        else:
+            root = derivatives_mask(nt, ptr, ch, w, lv, lval, mask, val, dr, d)
         passes += 1
         if root <= inc:
             return PRUNED, root, passes
@@ -98,8 +105,8 @@ def _forward_check(nt, ptr, ch, w, lv, lval, mask, cards, inc, val, dr, d):
 @nb.njit(cache=True)
 def _stage(level, mask, cards):
     """The MAP->MAX reduction of ``level``'s network with every assigned variable as evidence; the open
-    variables keep their indices (and their narrowed domains stay in ``mask``)."""
-    nt, ptr, ch, w, lv, lval = level
+    variables keep their indices (and their narrowed domains stay in ``mask``). Returns the new level."""
+    nt, ptr, ch, w, lv, lval, _, _ = level
     nv = cards.shape[0]
     role = np.zeros(nv, dtype=np.int8)
     value = np.full(nv, -1, dtype=np.int64)
@@ -111,7 +118,9 @@ def _stage(level, mask, cards):
             value[v] = assigned[v]
         else:
             qindex[v] = v
-    return reduce_to_max(nt, ptr, ch, w, lv, lval, role, value, qindex)
+    snt, sptr, sch, sw, slv, slval = reduce_to_max(nt, ptr, ch, w, lv, lval, role, value, qindex)
+    sW = np.exp(sw)
+    return snt, sptr, sch, sw, slv, slval, sW, linear_weights_safe(sW, sw)
 
 
 @nb.njit(cache=True)
@@ -185,8 +194,11 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
         if node_type[i] == 0:
             present[leaf_var[i]] = True
 
-    W = np.exp(log_w)                  # MC's passes take the linear fast path when they can
+    W = np.exp(log_w)                  # passes take the linear / scaled fast paths when the weights allow
     lin_ok = linear_weights_safe(W, log_w)
+    ns, vs = (0, 0) if variant == MC else (n_nodes0 + 1, nv)        # MC runs no derivative pass
+    scratch = (np.empty(ns, dtype=np.int64), np.empty(ns, dtype=np.int64), np.empty((vs, K)),
+               np.empty((vs, K), dtype=np.int64))
     best_x = init_x.copy()
     best = init_val
     stats = np.zeros(5, dtype=np.int64)
@@ -194,7 +206,7 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     last_t = 0.0                       # time and bound of the last trace row
     last_ub = np.inf
 
-    base = (node_type, child_ptr, children, log_w, leaf_var, leaf_val)
+    base = (node_type, child_ptr, children, log_w, leaf_var, leaf_val, W, lin_ok)
     # FCOS keeps a stack of staged networks (a typed list: 0.3 us to make, a fifth of a small query's search);
     # staging needs more than STAGE_EVERY + 1 variables, so the other cases make none
     staging = variant == FCOS and nv > STAGE_EVERY + 1
@@ -224,9 +236,9 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
         # ---- expand the node described by ``mask`` (a child of frame ``top``, or the root) -------------
         expansions += 1
         lvl = levels[parent_level] if staging else base
-        nt, ptr, ch, w, lv, lval = lvl
         if variant == MC:
-            bound = log_value_mask_fast(nt, ptr, ch, w, W, lin_ok, lv, lval, mask, val)
+            nt, ptr, ch, w, lv, lval, lW, l_ok = lvl
+            bound = log_value_mask_fast(nt, ptr, ch, w, lW, l_ok, lv, lval, mask, val)
             stats[1] += 1
             if bound <= best:
                 status = PRUNED
@@ -235,7 +247,7 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
             else:
                 status = OPEN
         else:
-            status, bound, passes = _forward_check(nt, ptr, ch, w, lv, lval, mask, cards, best, val, dr, d)
+            status, bound, passes = _forward_check(lvl, mask, cards, best, val, dr, d, scratch)
             stats[1] += passes
         if status == COMPLETE:
             best = bound

@@ -165,6 +165,8 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
             x_full[v] = value[v]
     for i in range(nq):
         x_full[qvars[i]] = xq[i]
+    # every method's answer is evaluated the same way (the searches' own values can differ in the last bit, and
+    # comparisons between methods must not count rounding as a win)
     lv, _ = evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, x_full, u, ue,
                           kept, scaled)
     if exact:

@@ -170,23 +170,40 @@ def test_brute_refuses_more_than_25_query_variables():
 @settings(max_examples=60, deadline=None)
 @given(spn_and_query(max_vars=6), st.data())
 def test_derivative_pass_gives_every_single_variable_change(case, data):
-    """d[v, k] = log S(x with X_v := k), for assigned and marginalised variables, zeros included."""
-    from spnkit.kernels.derivative import derivatives
+    """d[v, k] = log S(x with X_v := k), for assigned and marginalised variables, zeros included; by the
+    log-domain pass and by the scaled-number one."""
+    from spnkit.kernels.derivative import derivatives, derivatives_mask_scaled
+    from spnkit.kernels.passes import assignment_mask
 
     spn, _ = case
     x = np.array([data.draw(st.integers(-1, int(c) - 1)) for c in spn.cardinalities], dtype=np.int64)
     mc = int(spn.cardinalities.max())
     d = derivatives(spn.node_type, spn.child_ptr, spn.children, spn.log_w, spn.leaf_var, spn.leaf_val, x, mc,
                     np.empty(spn.n_nodes), np.empty(spn.n_nodes))
+    W, lin_ok = spn.linear_weights
+    n, nv = spn.n_nodes, spn.n_vars
+    ds = np.empty_like(d)                # the scaled-number pass (exact search's fast path) gives the same
+    root = derivatives_mask_scaled(spn.node_type, spn.child_ptr, spn.children, W, spn.leaf_var, spn.leaf_val,
+                                   assignment_mask(x, mc), np.empty(n), np.empty(n), np.empty(n, dtype=np.int64),
+                                   np.empty(n, dtype=np.int64), np.empty((nv, mc)),
+                                   np.empty((nv, mc), dtype=np.int64), ds)
+
+    def check(got, want):
+        if want == -np.inf:
+            assert got == -np.inf
+        else:
+            assert got == pytest.approx(want, abs=1e-9)
+
+    if lin_ok:                               # (random weights below 2^-100 rule the scaled pass out)
+        check(root, float(spn.log_prob(x)[0]))
     for v in range(spn.n_vars):
         for k in range(int(spn.cardinalities[v])):
             y = x.copy()
             y[v] = k
             want = float(spn.log_prob(y)[0])
-            if want == -np.inf:
-                assert d[v, k] == -np.inf
-            else:
-                assert d[v, k] == pytest.approx(want, abs=1e-9)
+            check(d[v, k], want)
+            if lin_ok:
+                check(ds[v, k], want)
 
 
 @settings(max_examples=60, deadline=None)
