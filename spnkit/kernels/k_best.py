@@ -71,14 +71,16 @@ def k_best_trees(node_type, child_ptr, children, log_w, K):
     """Upward K-best pass. Returns ``(val, cnt, src_e, src_k, fl, fr)`` (see the module docstring)."""
     n = node_type.shape[0]
     n_e = children.shape[0]
-    val = np.full((n, K), -np.inf)
+    # only entries below cnt / fcnt are ever read: no fill (with K = 100 these are megabytes per query, and
+    # filling them cost more than the search, and serialised parallel queries on page faults)
+    val = np.empty((n, K))
     cnt = np.zeros(n, dtype=np.int64)
-    src_e = np.zeros((n, K), dtype=np.int64)
-    src_k = np.zeros((n, K), dtype=np.int64)
-    fval = np.full((n_e, K), -np.inf)
+    src_e = np.empty((n, K), dtype=np.int64)
+    src_k = np.empty((n, K), dtype=np.int64)
+    fval = np.empty((n_e, K))
     fcnt = np.zeros(n_e, dtype=np.int64)
-    fl = np.zeros((n_e, K), dtype=np.int64)
-    fr = np.zeros((n_e, K), dtype=np.int64)
+    fl = np.empty((n_e, K), dtype=np.int64)
+    fr = np.empty((n_e, K), dtype=np.int64)
     max_deg = 1
     for i in range(n):
         max_deg = max(max_deg, child_ptr[i + 1] - child_ptr[i])

@@ -6,6 +6,7 @@ import numba as nb
 import numpy as np
 
 from .passes import linear_weights_safe, log_value, log_value_mask_fast, node_value
+from .scaled import best_child
 
 
 @nb.njit(cache=True)
@@ -30,10 +31,12 @@ def max_product_pass(node_type, child_ptr, children, log_w, out):
 
 
 @nb.njit(cache=True)
-def descend_into(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score, kept, x, stack):
-    """Top-down from the root: at each reached sum node follow the child maximising ``log_w[j] + score``, the
-    first one on ties; at products follow every child with ``kept[child]``; each reached leaf sets its variable
-    in ``x``. ``stack``: int64 scratch, (n_nodes,). (``kernels.linear.descend_scaled`` on scaled values.)"""
+def descend_into(node_type, child_ptr, children, weights, scaled, leaf_var, leaf_val, score, score_e, kept, x, stack):
+    """Top-down from the root: at each reached sum node follow the child maximising ``weights[j] + score``
+    (log domain) or, with ``scaled``, ``weights[j] * score`` in scaled numbers (``kernels.scaled``: mantissas
+    ``score``, exponents ``score_e``; ``weights`` linear), the first one on ties; at products follow every
+    child with ``kept[child]``; each reached leaf sets its variable in ``x``. ``stack``: int64 scratch,
+    (n_nodes,)."""
     top = 1
     stack[0] = node_type.shape[0] - 1
     while top > 0:
@@ -44,13 +47,16 @@ def descend_into(node_type, child_ptr, children, log_w, leaf_var, leaf_val, scor
         if t == 0:
             x[leaf_var[i]] = leaf_val[i]
         elif t == 1:
-            best = -np.inf
-            bj = a
-            for j in range(a, b):
-                s = log_w[j] + score[children[j]]
-                if s > best:
-                    best = s
-                    bj = j
+            if scaled:
+                bj = best_child(a, b, children, weights, score, score_e)
+            else:
+                best = -np.inf
+                bj = a
+                for j in range(a, b):
+                    s = weights[j] + score[children[j]]
+                    if s > best:
+                        best = s
+                        bj = j
             stack[top] = children[bj]
             top += 1
         else:
@@ -67,7 +73,7 @@ def descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score, n_
     never reached stay 0."""
     n = node_type.shape[0]
     x = np.zeros(n_vars, dtype=np.int64)
-    descend_into(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score,
+    descend_into(node_type, child_ptr, children, log_w, False, leaf_var, leaf_val, score, np.empty(0, dtype=np.int64),
                  np.ones(n, dtype=np.bool_), x, np.empty(n, dtype=np.int64))
     return x
 

@@ -145,3 +145,4 @@ def product_node(a, b, children, m, e):
     if a == b:
         return 1.0, 0
     return acc, ex
+
