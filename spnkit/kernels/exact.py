@@ -28,9 +28,10 @@ import numpy as np
 from numba.typed import List
 
 from .clock import now
-from .derivative import derivatives_mask, derivatives_mask_scaled
-from .passes import linear_weights_safe, log_value_mask_fast
+from .derivative import derivatives_mask_scaled
+from .passes import log_value_mask_fast
 from .reduce import reduce_to_max
+from .scaled import split_weights
 
 MC = 0
 FC = 1
@@ -65,19 +66,17 @@ def _n_open(mask, cards):
 def _forward_check(level, mask, cards, inc, val, dr, d, scratch):
     """Prune values whose derivative bound is no better than ``inc`` until nothing changes.
 
-    ``level``: the network as ``(node_type, child_ptr, children, log_w, leaf_var, leaf_val, W, lin_ok)``; its
-    derivative passes run on scaled numbers when ``lin_ok`` (``scratch``: their integer and per-value buffers).
+    ``level``: the network as ``(node_type, child_ptr, children, log_w, leaf_var, leaf_val, W, We, lin_ok)``
+    (``scaled.split_weights``); its derivative passes run on scaled numbers (``scratch``: their integer and
+    per-value buffers).
     Returns ``(status, root bound, derivative passes run)``; ``mask`` is narrowed in place and ``d`` holds
     the last pass (valid for the final ``mask`` when the status is OPEN or COMPLETE).
     """
-    nt, ptr, ch, w, lv, lval, W, lin_ok = level
+    nt, ptr, ch, _, lv, lval, W, We, _ = level
     e, de, dvm, dve = scratch
     passes = 0
     while True:
-        if lin_ok:
-            root = derivatives_mask_scaled(nt, ptr, ch, W, lv, lval, mask, val, dr, e, de, dvm, dve, d)
-        else:
-            root = derivatives_mask(nt, ptr, ch, w, lv, lval, mask, val, dr, d)
+        root = derivatives_mask_scaled(nt, ptr, ch, W, We, lv, lval, mask, val, dr, e, de, dvm, dve, d)
         passes += 1
         if root <= inc:
             return PRUNED, root, passes
@@ -106,7 +105,7 @@ def _forward_check(level, mask, cards, inc, val, dr, d, scratch):
 def _stage(level, mask, cards):
     """The MAP->MAX reduction of ``level``'s network with every assigned variable as evidence; the open
     variables keep their indices (and their narrowed domains stay in ``mask``). Returns the new level."""
-    nt, ptr, ch, w, lv, lval, _, _ = level
+    nt, ptr, ch, w, lv, lval, _, _, _ = level
     nv = cards.shape[0]
     role = np.zeros(nv, dtype=np.int8)
     value = np.full(nv, -1, dtype=np.int64)
@@ -119,8 +118,8 @@ def _stage(level, mask, cards):
         else:
             qindex[v] = v
     snt, sptr, sch, sw, slv, slval = reduce_to_max(nt, ptr, ch, w, lv, lval, role, value, qindex)
-    sW = np.exp(sw)
-    return snt, sptr, sch, sw, slv, slval, sW, linear_weights_safe(sW, sw)
+    sW, sWe, s_linear = split_weights(sw)
+    return snt, sptr, sch, sw, slv, slval, sW, sWe, s_linear
 
 
 @nb.njit(cache=True)
@@ -194,8 +193,7 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
         if node_type[i] == 0:
             present[leaf_var[i]] = True
 
-    W = np.exp(log_w)                  # passes take the linear / scaled fast paths when the weights allow
-    lin_ok = linear_weights_safe(W, log_w)
+    W, We, lin_ok = split_weights(log_w)       # MC's passes take the linear fast path when lin_ok
     ns, vs = (0, 0) if variant == MC else (n_nodes0 + 1, nv)        # MC runs no derivative pass
     scratch = (np.empty(ns, dtype=np.int64), np.empty(ns, dtype=np.int64), np.empty((vs, K)),
                np.empty((vs, K), dtype=np.int64))
@@ -206,7 +204,7 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     last_t = 0.0                       # time and bound of the last trace row
     last_ub = np.inf
 
-    base = (node_type, child_ptr, children, log_w, leaf_var, leaf_val, W, lin_ok)
+    base = (node_type, child_ptr, children, log_w, leaf_var, leaf_val, W, We, lin_ok)
     # FCOS keeps a stack of staged networks (a typed list: 0.3 us to make, a fifth of a small query's search);
     # staging needs more than STAGE_EVERY + 1 variables, so the other cases make none
     staging = variant == FCOS and nv > STAGE_EVERY + 1
@@ -237,7 +235,7 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
         expansions += 1
         lvl = levels[parent_level] if staging else base
         if variant == MC:
-            nt, ptr, ch, w, lv, lval, lW, l_ok = lvl
+            nt, ptr, ch, w, lv, lval, lW, _, l_ok = lvl
             bound = log_value_mask_fast(nt, ptr, ch, w, lW, l_ok, lv, lval, mask, val)
             stats[1] += 1
             if bound <= best:

@@ -146,3 +146,37 @@ def product_node(a, b, children, m, e):
         return 1.0, 0
     return acc, ex
 
+
+@nb.njit(cache=True)
+def split_weights(log_w):
+    """Weights as scaled numbers ``(W, We, linear)``: weight j is ``W[j] * 2^We[j]``. When every weight is a
+    true zero or within [2^-100, 2^100] (``passes.linear_weights_safe``), ``W = exp(log_w)`` and ``We = 0``
+    (``linear`` True: the linear passes can use ``W`` as it is); otherwise ``W`` holds mantissas in [1, 2) (0
+    for zero weights) and ``We`` the exponents, so that networks whose weights carry constants far below 2^-100
+    (a reduced network under evidence on hundreds of variables) still run on scaled numbers."""
+    n = log_w.shape[0]
+    W = np.exp(log_w)
+    We = np.zeros(n, dtype=np.int64)
+    linear = True
+    for j in range(n):
+        if log_w[j] != -np.inf and not (2.0 ** -100 <= W[j] <= 2.0 ** 100):
+            linear = False
+            break
+    if not linear:
+        for j in range(n):
+            W[j], We[j] = from_log(log_w[j])
+    return W, We, linear
+
+
+@nb.njit(cache=True)
+def weighted_sum_node(a, b, children, W, We, m, e):
+    """``sum_node`` (no max) with each weight a scaled number ``W[j] * 2^We[j]`` (``split_weights``)."""
+    emax = E_ZERO
+    for j in range(a, b):
+        ec = We[j] + e[children[j]]
+        emax = ec if ec > emax else emax
+    tot = 0.0
+    for j in range(a, b):
+        c = children[j]
+        tot += W[j] * m[c] * pow2(We[j] + e[c] - emax)
+    return normalize(tot, emax)

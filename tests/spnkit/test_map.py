@@ -174,19 +174,28 @@ def test_derivative_pass_gives_every_single_variable_change(case, data):
     log-domain pass and by the scaled-number one."""
     from spnkit.kernels.derivative import derivatives, derivatives_mask_scaled
     from spnkit.kernels.passes import assignment_mask
+    from spnkit.kernels.scaled import from_log, split_weights
 
     spn, _ = case
     x = np.array([data.draw(st.integers(-1, int(c) - 1)) for c in spn.cardinalities], dtype=np.int64)
     mc = int(spn.cardinalities.max())
     d = derivatives(spn.node_type, spn.child_ptr, spn.children, spn.log_w, spn.leaf_var, spn.leaf_val, x, mc,
                     np.empty(spn.n_nodes), np.empty(spn.n_nodes))
-    W, lin_ok = spn.linear_weights
     n, nv = spn.n_nodes, spn.n_vars
-    ds = np.empty_like(d)                # the scaled-number pass (exact search's fast path) gives the same
-    root = derivatives_mask_scaled(spn.node_type, spn.child_ptr, spn.children, W, spn.leaf_var, spn.leaf_val,
-                                   assignment_mask(x, mc), np.empty(n), np.empty(n), np.empty(n, dtype=np.int64),
-                                   np.empty(n, dtype=np.int64), np.empty((nv, mc)),
-                                   np.empty((nv, mc), dtype=np.int64), ds)
+
+    def scaled_pass(W, We):
+        ds = np.empty_like(d)
+        root = derivatives_mask_scaled(spn.node_type, spn.child_ptr, spn.children, W, We, spn.leaf_var,
+                                       spn.leaf_val, assignment_mask(x, mc), np.empty(n), np.empty(n),
+                                       np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty((nv, mc)),
+                                       np.empty((nv, mc), dtype=np.int64), ds)
+        return root, ds
+
+    # the scaled-number pass (exact search's) gives the same, with linear weights and with every weight split
+    # into mantissa and exponent (what networks with weights beyond 2^+-100 get)
+    split = np.array([from_log(lw) for lw in spn.log_w]).reshape(-1, 2)
+    runs = [scaled_pass(*split_weights(spn.log_w)[:2]),
+            scaled_pass(split[:, 0].copy(), split[:, 1].astype(np.int64))]
 
     def check(got, want):
         if want == -np.inf:
@@ -194,7 +203,7 @@ def test_derivative_pass_gives_every_single_variable_change(case, data):
         else:
             assert got == pytest.approx(want, abs=1e-9)
 
-    if lin_ok:                               # (random weights below 2^-100 rule the scaled pass out)
+    for root, _ in runs:
         check(root, float(spn.log_prob(x)[0]))
     for v in range(spn.n_vars):
         for k in range(int(spn.cardinalities[v])):
@@ -202,7 +211,7 @@ def test_derivative_pass_gives_every_single_variable_change(case, data):
             y[v] = k
             want = float(spn.log_prob(y)[0])
             check(d[v, k], want)
-            if lin_ok:
+            for _, ds in runs:
                 check(ds[v, k], want)
 
 
