@@ -20,6 +20,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from .passes import linear_weights_safe
+
 E_ZERO = -(1 << 40)          # the exponent of 0: far below any real one, so it never wins a sum's alignment
 LN2 = float(np.log(2.0))
 _MANT = (1 << 52) - 1
@@ -157,11 +159,7 @@ def split_weights(log_w):
     n = log_w.shape[0]
     W = np.exp(log_w)
     We = np.zeros(n, dtype=np.int64)
-    linear = True
-    for j in range(n):
-        if log_w[j] != -np.inf and not (2.0 ** -100 <= W[j] <= 2.0 ** 100):
-            linear = False
-            break
+    linear = linear_weights_safe(W, log_w)
     if not linear:
         for j in range(n):
             W[j], We[j] = from_log(log_w[j])
