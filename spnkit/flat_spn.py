@@ -130,6 +130,13 @@ class FlatSPN:
         return make_net(self.node_type, self.child_ptr, self.children, self.log_w, W, lin_ok, self.leaf_var,
                         self.leaf_val, self.cardinalities, *self.map_plan)
 
+    @functools.cached_property
+    def query_entry(self):
+        """``kernels.solve.query_entry`` for this network: ``spnkit.map``'s kernel without per-call typing."""
+        from .kernels.solve import query_entry
+
+        return query_entry(self.kernel_net)
+
     # -- inference -----------------------------------------------------------------------------------
     def log_prob(self, X) -> np.ndarray:
         """Log value of the network at each row of ``X``.

@@ -15,7 +15,7 @@ from .errors import QueryError
 from .flat_spn import FlatSPN
 from .kernels.clock import deadline_ticks, ticks_per_second
 from .kernels.reduce import reduce_to_max
-from .kernels.solve import BAD_QUERY, EXACT_METHODS, METHOD_CODES, solve_batch, solve_query
+from .kernels.solve import BAD_QUERY, EXACT_METHODS, METHOD_CODES, solve_batch
 from .query import EVIDENCE, QUERY, Query
 from .solvers.base import MapResult
 
@@ -119,7 +119,10 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
         _check_brute(method, int(np.count_nonzero(q.role == QUERY)))
     exact_method = code in _EXACT_CODES
     trace = _trace_buffer(max_trace) if exact_method else _NO_TRACE
-    status, x, lv, exact, ub, stats, n_trace, _ticks = solve_query(spn.kernel_net, q.role, q.value, kopts, trace)
+    x = np.empty_like(q.value)          # int64 (n_vars,), writable; a wrong length fails in the kernel's check
+    # the compiled kernel without the dispatcher's typing: Query makes role/value as QUERY_ARG_TYPES, _options
+    # the read-only int64 opts, and trace and x are made here
+    status, lv, exact, ub, stats, n_trace, _ticks = spn.query_entry(spn.kernel_net, q.role, q.value, kopts, trace, x)
     if status < 0:
         _raise_for(status, q, spn)
     return MapResult(x, lv, exact, None if ub != ub else ub, time.perf_counter() - t0, method, stats,
