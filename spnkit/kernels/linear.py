@@ -35,7 +35,7 @@ import numpy as np
 from .maxprod import descend_into
 from .passes import leaf_role, node_value, product_edges, sum_edges
 from .reduce import build_reduced, kept_nodes
-from .scaled import BLOCK, E_ZERO, normalize, product_node, sum_node, to_log
+from .scaled import BLOCK, E_ZERO, best_child, normalize, product_node, sum_node, to_log
 
 ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -47,13 +47,15 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
 
     Returns ``(uni, tab, rest, uni_index, var_ptr, z, scope64)``:
 
-    * ``uni`` (int64, (2, n_uni)): the univariate sums (sum nodes whose children are all leaves) and their
-      variable, grouped by variable (``var_ptr``, (n_vars + 1,): variable v's rows are
+    * ``uni`` (int64, (4, n_uni)): the univariate sums (sum nodes whose children are all leaves), their
+      variable and, when that variable is queried, the value BT and NG choose there (scaled, log domain); rows
+      grouped by variable (``var_ptr``, (n_vars + 1,): variable v's rows are
       ``var_ptr[v]:var_ptr[v + 1]``); ``tab`` (float64, (n_uni, K + 2, 3), K the largest cardinality): for
       each, with the variable observed at value k (column k), summed out (column K) and the best single term
       (column K + 1, max-product), the scaled value's mantissa (``[..., 0]``), its log (``[..., 1]``) and its
       exponent (``[..., 2]``, an integer held as float: read with the mantissa, from the same cache line);
-    * ``rest``: the other nodes, children first; ``uni_index``: each node's row in ``uni``, or -1;
+    * ``rest``: the other nodes, children first, but for the leaves whose only parents are univariate sums
+      (nothing reads their values); ``uni_index``: each node's row in ``uni``, or -1;
     * ``z`` (float64, (3, n)): every node's marginal (all variables summed out) as mantissa, log and exponent,
       what the sweeps would compute for it;
     * ``scope64``: each node's scope as a bit set when the network has at most 64 variables (all bits set
@@ -78,7 +80,7 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
     K = 1
     for v in range(nv):
         K = max(K, cards[v])
-    uni = np.empty((2, n_uni), dtype=np.int64)
+    uni = np.empty((4, n_uni), dtype=np.int64)
     tab = np.empty((n_uni, K + 2, 3))
     rest = np.empty(n - n_uni, dtype=np.int64)
     fill = var_ptr[:nv].copy()
@@ -141,6 +143,36 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
     _uni_values(uni, tab, var_ptr, 1, hidden, no_value, False, z[1], ue, kept)
     _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, no_skip, ALL_BITS, z, hidden,
               no_value, False, z[1], kept)
+    # the answer at a univariate sum of a query variable: every indicator is on, so BT and NG both take the
+    # child with the largest weight (first on ties), chosen as the descent would choose it in either domain
+    ones = np.ones(n)
+    zeros = np.zeros(n, dtype=np.int64)
+    for k in range(n_uni):
+        i = uni[0, k]
+        a, b = child_ptr[i], child_ptr[i + 1]
+        uni[2, k] = leaf_val[children[best_child(a, b, children, W, ones, zeros)]]
+        best = -np.inf
+        bj = a
+        for j in range(a, b):
+            if log_w[j] > best:
+                best = log_w[j]
+                bj = j
+        uni[3, k] = leaf_val[children[bj]]
+    # leaves whose every parent is a univariate sum are never read by the sweeps (the table stands for them),
+    # nor reached by the descent (it stops at their parent): on ad, 3,112 of the 4,042 nodes left
+    needed = np.zeros(n, dtype=np.bool_)
+    needed[n - 1] = True                      # the root (a network may be one leaf)
+    for p in range(n_rest):
+        i = rest[p]
+        for j in range(child_ptr[i], child_ptr[i + 1]):
+            needed[children[j]] = True
+    n_keep = 0
+    for p in range(n_rest):
+        i = rest[p]
+        if node_type[i] != 0 or needed[i]:
+            rest[n_keep] = i
+            n_keep += 1
+    rest = rest[:n_keep].copy()
     return uni, tab, rest, uni_index, var_ptr, z, scope64
 
 
@@ -349,10 +381,24 @@ def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, 
         return -np.inf, 0
     _start_answer(x, role, value)
     stack = np.empty(n, dtype=np.int64)
+    uni, uni_index = plan[0], plan[3]
     descend_into(node_type, child_ptr, children, W if scaled else log_w, scaled, leaf_var, leaf_val, u, ue, kept, x,
-                 stack)
+                 stack, uni_index, uni[1], uni[2] if scaled else uni[3])
     return evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, x, u, ue, kept,
                          scaled)
+
+
+@nb.njit(cache=True)
+def keep_uni_leaves(plan, child_ptr, children, role, kept):
+    """Mark the query indicators under univariate sums as kept (``upward`` leaves them out, ``map_plan``); give
+    ``kept`` zeroed before ``upward``. For building the reduced network, which keeps those leaves."""
+    uni, _, _, _, var_ptr, _, _ = plan
+    for v in range(role.shape[0]):
+        if role[v] == 0:
+            for k in range(var_ptr[v], var_ptr[v + 1]):
+                i = uni[0, k]
+                for j in range(child_ptr[i], child_ptr[i + 1]):
+                    kept[children[j]] = True
 
 
 @nb.njit(cache=True)

@@ -31,12 +31,16 @@ def max_product_pass(node_type, child_ptr, children, log_w, out):
 
 
 @nb.njit(cache=True)
-def descend_into(node_type, child_ptr, children, weights, scaled, leaf_var, leaf_val, score, score_e, kept, x, stack):
+def descend_into(node_type, child_ptr, children, weights, scaled, leaf_var, leaf_val, score, score_e, kept, x, stack,
+                 uni_index, uni_var, uni_val):
     """Top-down from the root: at each reached sum node follow the child maximising ``weights[j] + score``
     (log domain) or, with ``scaled``, ``weights[j] * score`` in scaled numbers (``kernels.scaled``: mantissas
     ``score``, exponents ``score_e``; ``weights`` linear), the first one on ties; at products follow every
     child with ``kept[child]``; each reached leaf sets its variable in ``x``. ``stack``: int64 scratch,
-    (n_nodes,)."""
+    (n_nodes,). A reached sum with a row ``k = uni_index[i] >= 0`` sets ``x[uni_var[k]] = uni_val[k]`` instead
+    (the univariate sums of ``linear.map_plan``, whose leaves the sweeps leave unscored); give an empty
+    ``uni_index`` for none."""
+    shortcut = uni_index.shape[0] > 0
     top = 1
     stack[0] = node_type.shape[0] - 1
     while top > 0:
@@ -47,6 +51,10 @@ def descend_into(node_type, child_ptr, children, weights, scaled, leaf_var, leaf
         if t == 0:
             x[leaf_var[i]] = leaf_val[i]
         elif t == 1:
+            if shortcut and uni_index[i] >= 0:
+                k = uni_index[i]
+                x[uni_var[k]] = uni_val[k]
+                continue
             if scaled:
                 bj = best_child(a, b, children, weights, score, score_e)
             else:
@@ -67,6 +75,9 @@ def descend_into(node_type, child_ptr, children, weights, scaled, leaf_var, leaf
                     top += 1
 
 
+_NONE = np.empty(0, dtype=np.int64)
+
+
 @nb.njit(cache=True)
 def descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score, n_vars):
     """``descend_into`` over a whole (reduced) network in the log domain; returns int64 (n_vars,), variables
@@ -74,7 +85,7 @@ def descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, score, n_
     n = node_type.shape[0]
     x = np.zeros(n_vars, dtype=np.int64)
     descend_into(node_type, child_ptr, children, log_w, False, leaf_var, leaf_val, score, np.empty(0, dtype=np.int64),
-                 np.ones(n, dtype=np.bool_), x, np.empty(n, dtype=np.int64))
+                 np.ones(n, dtype=np.bool_), x, np.empty(n, dtype=np.int64), _NONE, _NONE, _NONE)
     return x
 
 

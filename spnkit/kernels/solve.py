@@ -19,7 +19,7 @@ from .beam import beam_search
 from .clock import now
 from .exact import FC, FCO, FCOS, MC, branch_and_bound
 from .k_best import k_best_tree_map
-from .linear import evaluate_kept, linear_map_fast, reduce_after_upward, upward
+from .linear import evaluate_kept, keep_uni_leaves, linear_map_fast, reduce_after_upward, upward
 from .maxprod import argmax_product, best_tree, brute_force
 from .passes import log_value
 
@@ -141,11 +141,12 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     n = node_type.shape[0]
     u = np.empty(n)
     ue = np.empty(n, dtype=np.int64)
-    kept = np.empty(n, dtype=np.bool_)
+    kept = np.zeros(n, dtype=np.bool_)
     found, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
                            False, u, ue, kept)
     if found == 0:
         return NO_QUERY_IN_SCOPE, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
+    keep_uni_leaves(plan, child_ptr, children, role, kept)
     t, ptr, ch, w, var, val = reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex,
                                                   u, ue, kept, scaled, np.empty(n))
     stats[5] = t.shape[0]
