@@ -8,11 +8,11 @@ from .errors import DataNotFoundError, QueryError, SPNFormatError, SPNKitError, 
 from .flat_spn import LEAF, PRODUCT, SUM, FlatSPN
 from .io import load, save
 from .map_api import map, map_batch, reduce
-from .query import Query
+from .query import Query, QueryBatch
 from .solvers.base import MapResult
 
 __all__ = [
-    "FlatSPN", "LEAF", "SUM", "PRODUCT", "load", "save", "map", "map_batch", "reduce", "Query", "MapResult",
+    "FlatSPN", "LEAF", "SUM", "PRODUCT", "load", "save", "map", "map_batch", "reduce", "Query", "QueryBatch", "MapResult",
     "SPNKitError", "SPNFormatError", "SPNStructureError", "QueryError", "DataNotFoundError",
 ]
 __version__ = "0.1.0"

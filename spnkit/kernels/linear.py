@@ -373,14 +373,14 @@ def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, 
     """
     n = node_type.shape[0]
     u = np.empty(n)
-    ue = np.empty(n, dtype=np.int64)
+    ibuf = np.empty(2 * n, dtype=np.int64)     # one allocation for two arrays (~50 ns each)
+    ue, stack = ibuf[:n], ibuf[n:]
     kept = np.empty(n, dtype=np.bool_)
     status, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
                             use_max, u, ue, kept)
     if status == 0:
         return -np.inf, 0
     _start_answer(x, role, value)
-    stack = np.empty(n, dtype=np.int64)
     uni, uni_index = plan[0], plan[3]
     descend_into(node_type, child_ptr, children, W if scaled else log_w, scaled, leaf_var, leaf_val, u, ue, kept, x,
                  stack, uni_index, uni[1], uni[2] if scaled else uni[3])

@@ -94,11 +94,16 @@ def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qin
                 n_edges += keep[children[j]]
     total = n_new + (1 if wrap else 0)
     o_type = np.empty(total, dtype=np.int8)
-    o_ptr = np.zeros(total + 1, dtype=np.int64)
-    o_ch = np.empty(n_edges + (1 if wrap else 0), dtype=np.int64)
-    o_w = np.zeros(n_edges + (1 if wrap else 0), dtype=np.float64)
-    o_var = np.full(total, -1, dtype=np.int64)
-    o_val = np.full(total, -1, dtype=np.int64)
+    n_e = n_edges + (1 if wrap else 0)
+    ints = np.empty(3 * total + 1 + n_e, dtype=np.int64)    # four int arrays in one allocation (~50 ns each)
+    o_ptr = ints[:total + 1]
+    o_var = ints[total + 1:2 * total + 1]
+    o_val = ints[2 * total + 1:3 * total + 1]
+    o_ch = ints[3 * total + 1:]
+    o_ptr[0] = 0
+    o_var[:] = -1
+    o_val[:] = -1
+    o_w = np.zeros(n_e, dtype=np.float64)
     e = 0
     for k in range(n_new):
         i = order[k]

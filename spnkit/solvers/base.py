@@ -15,7 +15,9 @@ class MapResult:
     log_value : ``log P(query assignment, evidence)`` with the hidden variables summed out.
     exact : True when the assignment is proven optimal.
     upper_bound : log upper bound on the optimum, when the method has one (else None).
-    seconds : wall time, reduction included.
+    seconds : wall time of the call, reduction included.
+    kernel_seconds : the compiled kernel's own time for the query (reduction, solver and evaluation of the
+        answer; ``spnkit.map`` only, else None): what ``seconds`` is without the Python call around it.
     method : the solver's name.
     stats : the solver's counters (expansions, passes, stagings, ..., timed_out).
     trace : exact solvers only: incumbent and upper bound over time, a DataFrame built when first read.
@@ -25,12 +27,12 @@ class MapResult:
     """
 
     __slots__ = ("assignment", "log_value", "exact", "upper_bound", "seconds", "method", "_trace", "_tick",
-                 "_stats", "_stat_names", "_timed_out")
+                 "_stats", "_stat_names", "_timed_out", "_kernel_ticks")
 
     def __init__(self, assignment: np.ndarray, log_value: float, exact: bool, upper_bound: float | None,
                  seconds: float, method: str, stats: dict | tuple | None = None,
                  trace_array: np.ndarray | None = None, stat_names: tuple = (), timed_out: bool = False,
-                 trace_tick: float = 1.0):
+                 trace_tick: float = 1.0, kernel_ticks: int | None = None):
         self.assignment = assignment
         self.log_value = log_value
         self.exact = exact
@@ -42,6 +44,16 @@ class MapResult:
         self._stats = {} if stats is None else stats
         self._stat_names = stat_names
         self._timed_out = timed_out
+        self._kernel_ticks = kernel_ticks       # clock.now() ticks
+
+    @property
+    def kernel_seconds(self) -> float | None:
+        """The kernel's own seconds for this query (see the class docstring)."""
+        if self._kernel_ticks is None:
+            return None
+        from ..kernels.clock import ticks_per_second
+
+        return self._kernel_ticks / ticks_per_second()
 
     @property
     def stats(self) -> dict:

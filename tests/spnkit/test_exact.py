@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spnkit
-from spnkit import Query, QueryError
+from spnkit import Query, QueryBatch, QueryError
 
 from .random_spns import random_spn
 from .test_map import enumerate_map, spn_and_query
@@ -119,6 +119,39 @@ def test_map_batch_gives_what_single_calls_give(nltcs_path, method):
         assert df["assignment"][i].tolist() == r.assignment.tolist()
         assert df["log_value"][i] == r.log_value and bool(df["exact"][i]) == r.exact
     assert (df["seconds"] > 0).all()
+    # the same queries as one QueryBatch give the same rows
+    batch = QueryBatch.from_queries(queries)
+    dfb = spnkit.map_batch(spn, batch, method=method, seed=5)
+    assert dfb["log_value"].tolist() == df["log_value"].tolist()
+    assert [a.tolist() for a in dfb["assignment"]] == [a.tolist() for a in df["assignment"]]
+
+
+def test_query_batch_holds_the_queries_and_refuses_bad_matrices():
+    queries = [Query.parse(line) for line in ("??*0", "1?*?", "*?01")]
+    batch = QueryBatch.from_queries(queries)
+    assert len(batch) == 3 and batch.n_vars == 4
+    for q, b in zip(queries, batch, strict=True):
+        assert b.to_line() == q.to_line()
+        assert b.role.dtype == np.int8 and b.value.dtype == np.int64 and not b.role.flags.writeable
+    assert isinstance(batch[1:], QueryBatch) and batch[1:][0].to_line() == "1?*?"
+    # values where the role is not evidence are ignored and stored as -1, as Query stores them
+    b = QueryBatch([[0, 1, 2]], [[5, 1, 7]])
+    assert b.value.tolist() == [[-1, 1, -1]] and b[0].to_line() == "?1*"
+    with pytest.raises(QueryError, match=r"role\[0, 2\] = 3"):
+        QueryBatch([[0, 1, 3]], [[0, 0, 0]])
+    with pytest.raises(QueryError, match="query 1: evidence value -2 for variable 0 is negative"):
+        QueryBatch([[0, 1], [1, 0]], [[0, 0], [-2, 0]])
+    with pytest.raises(QueryError, match="expected the same"):
+        QueryBatch([[0, 1]], [[0, 0, 0]])
+    with pytest.raises(QueryError, match="expected integers"):
+        QueryBatch([[0.0, 1.0]], [[0, 0]])
+    with pytest.raises(QueryError, match="over the same variables"):
+        QueryBatch.from_queries([Query(3), Query(4)])
+    spn = random_spn(3, n_vars=4, max_card=2)
+    with pytest.raises(QueryError, match="the queries have 3 variables; the SPN has 4"):
+        spnkit.map_batch(spn, QueryBatch.from_queries([Query(3)]))
+    with pytest.raises(QueryError, match=r"queries\[1\]: evidence X1 = 3 is out of range"):
+        spnkit.map_batch(spn, QueryBatch.from_queries([Query.parse("??**"), Query.parse("?3??")]))
 
 
 def test_map_batch_refuses_bad_input_naming_the_query():
