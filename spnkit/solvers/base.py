@@ -31,7 +31,7 @@ class MapResult:
 
     def __init__(self, assignment: np.ndarray, log_value: float, exact: bool, upper_bound: float | None,
                  seconds: float, method: str, stats: dict | tuple | None = None,
-                 trace_array: np.ndarray | None = None, stat_names: tuple = (), timed_out: bool = False,
+                 trace_array: np.ndarray | bytes | None = None, stat_names: tuple = (), timed_out: bool = False,
                  trace_tick: float = 1.0, kernel_ticks: int | None = None):
         self.assignment = assignment
         self.log_value = log_value
@@ -67,6 +67,8 @@ class MapResult:
     @property
     def trace_array(self) -> np.ndarray | None:
         """The anytime trace as a float array of (seconds, incumbent, upper bound) rows (None for non-exact)."""
+        if isinstance(self._trace, bytes):          # spnkit.map hands the rows over as bytes (cheaper to copy)
+            self._trace = np.frombuffer(self._trace, dtype=np.float64).reshape(-1, 3).copy()
         if self._trace is not None and self._tick != 1.0:
             self._trace = self._trace * np.array([self._tick, 1.0, 1.0])
             self._tick = 1.0
