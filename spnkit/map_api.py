@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -190,7 +191,8 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
         # solve_batch compiles once for both
     if method == "brute":
         _check_brute(method, int((roles == QUERY).sum(axis=1).max()))
-    status, xs, lvs, exact, ubs, stats, secs = solve_batch(spn.kernel_net, roles, values, kopts)
+    status, xs, lvs, exact, ubs, stats, secs = solve_batch(spn.kernel_net, roles, values, kopts,
+                                                           numba.get_num_threads())
     bad = np.flatnonzero(status < 0)
     if bad.size:
         i = int(bad[0])

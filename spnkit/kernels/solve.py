@@ -22,6 +22,7 @@ from .k_best import k_best_tree_map
 from .linear import evaluate_kept, keep_uni_leaves, linear_map_fast, reduce_after_upward, upward
 from .maxprod import argmax_product, best_tree, brute_force
 from .passes import log_value
+from .workqueue import claim
 
 BT = 0
 NG = 1
@@ -201,9 +202,11 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
 
 
 @nb.njit(cache=True, parallel=True)
-def solve_batch(net, roles, values, opts):
-    """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows. When
-    a row does not fit the network (``BAD_QUERY``), none is solved and only ``status`` is meaningful."""
+def solve_batch(net, roles, values, opts, workers):
+    """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows on
+    ``workers`` threads (``numba.get_num_threads()``, given by the caller: read in here, it keeps the kernel out
+    of numba's cache). When a row does not fit the network (``BAD_QUERY``), none is solved and only ``status``
+    is meaningful."""
     node_type, child_ptr, children, log_w, W, lin_ok = net.node_type, net.child_ptr, net.children, net.log_w, net.W, \
         net.lin_ok
     leaf_var, leaf_val, cards = net.leaf_var, net.leaf_val, net.cards
@@ -227,16 +230,22 @@ def solve_batch(net, roles, values, opts):
         n_bad += 0 if fits else 1
     if n_bad > 0:
         return status, xs, lvs, exact, ubs, stats, secs
-    for r in nb.prange(m):
-        s, lv, ex, ub, st, _n, sec = solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                               leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64,
-                                               cards, roles[r], values[r], method, k, beam, seed, max_rounds,
-                                               timeout_ticks, check_every, no_trace, xs[r])
-        status[r] = s
-        lvs[r] = lv
-        exact[r] = ex
-        ubs[r] = ub
-        for j in range(N_STATS):
-            stats[r, j] = st[j]
-        secs[r] = sec
+    counter = np.zeros(1, dtype=np.int64)
+    for _w in nb.prange(workers):   # each worker takes blocks of rows as it goes (workqueue: queries differ in
+        while True:                 # cost by orders of magnitude, so numba's one block per thread leaves one idle)
+            start, stop = claim(counter, m, workers)
+            if start >= m:
+                break
+            for r in range(start, stop):
+                s, lv, ex, ub, st, _n, sec = solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
+                                                       leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64,
+                                                       cards, roles[r], values[r], method, k, beam, seed,
+                                                       max_rounds, timeout_ticks, check_every, no_trace, xs[r])
+                status[r] = s
+                lvs[r] = lv
+                exact[r] = ex
+                ubs[r] = ub
+                for j in range(N_STATS):
+                    stats[r, j] = st[j]
+                secs[r] = sec
     return status, xs, lvs, exact, ubs, stats, secs

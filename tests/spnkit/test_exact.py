@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 import spnkit
 from spnkit import Query, QueryBatch, QueryError
+from spnkit.kernels.workqueue import SHARE, claim
 
 from .random_spns import random_spn
 from .test_map import enumerate_map, spn_and_query
@@ -175,3 +177,30 @@ def test_map_batch_matches_map_on_random_spns(case, method):
     df = spnkit.map_batch(spn, [q, q], method=method)
     r = spnkit.map(spn, q, method=method)
     assert df["log_value"].tolist() == [r.log_value, r.log_value]
+
+
+@nb.njit(parallel=True)
+def _rows_claimed(m, workers):
+    """How often the work queue hands out each of ``m`` rows to ``workers`` concurrent workers."""
+    counter = np.zeros(1, dtype=np.int64)
+    hits = np.zeros(m, dtype=np.int64)
+    blocks = np.zeros(workers, dtype=np.int64)
+    for w in nb.prange(workers):
+        while True:
+            start, stop = claim(counter, m, workers)
+            if start >= m:
+                break
+            blocks[w] += 1
+            for r in range(start, stop):
+                hits[r] += 1
+    return hits, blocks
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 50_000), st.integers(1, 4))
+def test_the_work_queue_hands_out_every_row_once(m, workers):
+    hits, blocks = _rows_claimed(m, workers)
+    assert (hits == 1).all()
+    # guided: blocks shrink with what is left, so a big batch takes few atomic operations and a small one is
+    # handed out a row at a time
+    assert blocks.sum() <= (m if m < 2 * SHARE * workers else 2 * SHARE * workers * (1 + np.log(m)))
