@@ -125,10 +125,11 @@ class FlatSPN:
         """The network, its linear weights and ``map_plan`` as one ``kernels.net.KernelNet``: what a MAP call
         passes to its kernel (one argument instead of sixteen)."""
         from .kernels.net import make_net
+        from .kernels.solve import scratch
 
         W, lin_ok = self.linear_weights
         return make_net(self.node_type, self.child_ptr, self.children, self.log_w, W, lin_ok, self.leaf_var,
-                        self.leaf_val, self.cardinalities, *self.map_plan)
+                        self.leaf_val, self.cardinalities, *self.map_plan, *scratch(self.n_nodes, self.n_vars))
 
     @functools.cached_property
     def query_entry(self):

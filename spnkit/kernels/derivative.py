@@ -20,7 +20,7 @@ from .passes import assignment_mask, log_value_mask
 from .scaled import E_ZERO, normalize, pow2, product_node, to_log, weighted_sum_node
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _lae(a, b):
     """log(exp(a) + exp(b)) with -inf handled."""
     if a == -np.inf:
@@ -32,7 +32,7 @@ def _lae(a, b):
     return b + np.log1p(np.exp(a - b))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def derivatives_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, mask, val, dr, d):
     """Upward pass at the indicator settings ``mask`` (bool (n_vars, max_card), see ``log_value_mask``) into
     ``val``, downward pass into ``dr`` (log dS/d node), and ``d[v, k] = log S(mask with row v := one-hot k)``
@@ -93,7 +93,7 @@ def _add(m1, e1, m2, e2):
     return normalize(m1 * pow2(e1 - emax) + m2 * pow2(e2 - emax), emax)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def derivatives_mask_scaled(node_type, child_ptr, children, W, We, leaf_var, leaf_val, mask, m, dm, e, de, dvm,
                             dve, d):
     """``derivatives_mask`` in scaled numbers, for any weights: weight j is ``W[j] * 2^We[j]``

@@ -53,7 +53,7 @@ def _n_allowed(mask, cards, v):
     return c
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _n_open(mask, cards):
     """Number of variables with more than one allowed value."""
     c = 0
@@ -122,7 +122,7 @@ def _stage(level, mask, cards):
     return snt, sptr, sch, sw, slv, slval, sW, sWe, s_linear
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _record(trace, n_trace, t, best, ub):
     """Append a trace row; when the trace is full, overwrite its last row (the latest state matters most)."""
     if trace.shape[0] == 0:
@@ -145,7 +145,7 @@ def _assignment(mask, cards):
     return x
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _pick_branch(mask, cards, d, ordering):
     """Branching variable: the first open one, or (``ordering``) the one with the largest ``max_k d``."""
     best_v = -1

@@ -29,7 +29,7 @@ def _better(v1, a1, b1, v2, a2, b2):
     return b1 < b2
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _push(hv, ha, hb, size, v, a, b):
     k = size
     hv[k], ha[k], hb[k] = v, a, b
@@ -45,7 +45,7 @@ def _push(hv, ha, hb, size, v, a, b):
     return size + 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _pop(hv, ha, hb, size):
     v, a, b = hv[0], ha[0], hb[0]
     size -= 1

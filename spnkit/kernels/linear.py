@@ -177,7 +177,7 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
 
 
 # -- the upward sweep ---------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _uni_values(uni, tab, var_ptr, d, role, value, use_max, u, ue, kept):
     """The univariate sums from the table, a variable at a time (one column and one kept flag for all its
     rows): scaled (``d = 0``: mantissa in ``u``, exponent in ``ue``) or log (``d = 1``) values."""
@@ -199,7 +199,7 @@ def _uni_values(uni, tab, var_ptr, d, role, value, use_max, u, ue, kept):
                 kept[i] = q
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _upward_node(i, node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, use_max, u, kept):
     t = node_type[i]
     a, b = child_ptr[i], child_ptr[i + 1]
@@ -238,7 +238,7 @@ def _seen_bits(role):
     return seen
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, scope64, seen, z, role, value,
                  use_max, u, ue, kept):
     """The non-univariate nodes, children first, scaled values. A node whose scope (``scope64``) holds none of
@@ -269,7 +269,7 @@ def _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, sc
             u[i], ue[i] = product_node(a, b, children, u, ue)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, scope64, seen, z, role, value,
               use_max, u, kept):
     """``_rest_scaled`` in the log domain. (``_upward_node`` is deliberately not inlined here: inlined, the loop
@@ -284,7 +284,7 @@ def _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, s
             kept[i] = False
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value, use_max, u,
            ue, kept):
     """The sweep every method starts with: ``u[i]`` as described above and ``kept[i]`` (a query variable is in
@@ -313,7 +313,7 @@ def upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val,
 
 
 # -- after the sweep ----------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, x, u, ue, kept,
                   scaled):
     """``log S(x)`` (hidden variables of ``x`` at -1) after ``upward`` for the same query (``role``): only the
@@ -354,28 +354,24 @@ def evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, 
     return (to_log(u[root], ue[root]) if scaled else u[root]), nk
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _start_answer(x, role, value):
     """Evidence values, 0 on query variables (until the descent sets them), -1 on hidden ones."""
     for v in range(x.shape[0]):
         x[v] = value[v] if role[v] == 1 else (0 if role[v] == 0 else -1)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
-                    use_max, x):
+                    use_max, x, u, ue, stack, kept):
     """BT (``use_max``) or NG for one query on the original network. ``x`` (int64, (n_vars,)) receives the
-    evidence values, the answer on query variables (0 where unreached) and -1 on hidden ones.
+    evidence values, the answer on query variables (0 where unreached) and -1 on hidden ones. ``u``, ``ue``,
+    ``stack``, ``kept``: scratch, (n_nodes,) each (float64, int64, int64, bool).
 
     ``upward``, the top-down choice, ``evaluate_kept``. Arguments as for ``upward``. Returns ``(log P(answer,
     evidence) with hidden summed out, number of query nodes)``; the count is 0 when no query variable occurs
     in the network (then ``x`` is not filled).
     """
-    n = node_type.shape[0]
-    u = np.empty(n)
-    ibuf = np.empty(2 * n, dtype=np.int64)     # one allocation for two arrays (~50 ns each)
-    ue, stack = ibuf[:n], ibuf[n:]
-    kept = np.empty(n, dtype=np.bool_)
     status, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
                             use_max, u, ue, kept)
     if status == 0:
@@ -388,7 +384,7 @@ def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, 
                          scaled)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def keep_uni_leaves(plan, child_ptr, children, role, kept):
     """Mark the query indicators under univariate sums as kept (``upward`` leaves them out, ``map_plan``); give
     ``kept`` zeroed before ``upward``. For building the reduced network, which keeps those leaves."""

@@ -9,7 +9,7 @@ from .passes import linear_weights_safe, log_value, log_value_mask_fast, node_va
 from .scaled import best_child
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def max_product_pass(node_type, child_ptr, children, log_w, out):
     """Upward pass with max at sum nodes (products add): ``out[i]`` = best induced-tree value below node i."""
     for i in range(node_type.shape[0]):
@@ -30,7 +30,7 @@ def max_product_pass(node_type, child_ptr, children, log_w, out):
             out[i] = s
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def descend_into(node_type, child_ptr, children, weights, scaled, leaf_var, leaf_val, score, score_e, kept, x, stack,
                  uni_index, uni_var, uni_val):
     """Top-down from the root: at each reached sum node follow the child maximising ``weights[j] + score``
@@ -172,7 +172,7 @@ def _sub_dag(node_type, child_ptr, children, root, mark, stack, out):
     return n_out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _log_value_on(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, nodes, n_nodes, out):
     """Evaluate only ``nodes[:n_nodes]`` (children first) at ``x``; returns the last one's value."""
     for p in range(n_nodes):

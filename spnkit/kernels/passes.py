@@ -73,7 +73,7 @@ def log_value_upto(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x,
     return out[upto]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def log_value_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, mask, out):
     """Evaluate ``log S`` with indicator ``[X_v = k]`` set to ``mask[v, k]`` (bool, shape (n_vars, max_card)).
 
@@ -91,7 +91,7 @@ def log_value_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ma
     return out[node_type.shape[0] - 1]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out):
     """Evaluate ``log S`` at one assignment; fills ``out`` (float64, shape (n_nodes,)) and returns the root's."""
     return log_value_upto(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, out, node_type.shape[0] - 1)
@@ -103,7 +103,7 @@ W_LO = 2.0 ** -100
 W_HI = 2.0 ** 100
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def linear_weights_safe(W, log_w):
     """True when every weight is a true zero (``log_w = -inf``) or lies in ``[2^-100, 2^100]`` (the fast path's
     precondition). Judged on ``log_w``: a finite log weight below ~-745 underflows to ``W = 0`` and would
@@ -167,7 +167,7 @@ def assignment_mask(x, max_card):
     return mask
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def lin_value_mask(node_type, child_ptr, children, W, leaf_var, leaf_val, mask, out):
     """``(log S(mask), ok)`` by the linear-domain fast path (indicators as in ``log_value_mask``); ``ok`` False
     means a value left the safe range: use the log-domain pass instead."""
@@ -190,7 +190,7 @@ def lin_value_mask(node_type, child_ptr, children, W, leaf_var, leaf_val, mask, 
     return np.log(out[n - 1]), True
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def log_value_mask_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, mask, out):
     """``log S(mask)``, through the linear fast path when allowed and in range."""
     if lin_ok:
@@ -200,7 +200,7 @@ def log_value_mask_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_v
     return log_value_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, mask, out)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def log_value_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, x, max_card, out):
     """``log S(x)``: the linear fast path when the network allows it and the values stay in range, else the
     log-domain pass. ``W = exp(log_w)``; ``lin_ok = linear_weights_safe(W, log_w)``; ``max_card`` = the largest

@@ -82,7 +82,7 @@ def from_log(lv):
     return normalize(np.exp(lv - e * LN2), e)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def sum_node(a, b, children, W, m, e, use_max):
     """A sum node's ``(m, e)``: the weighted sum of its children, or with ``use_max`` the largest term."""
     emax = E_ZERO
@@ -99,7 +99,7 @@ def sum_node(a, b, children, W, m, e, use_max):
     return normalize(best if use_max else tot, emax)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def best_child(a, b, children, W, m, e):
     """The edge ``j`` in a..b-1 with the largest ``W[j] * value(children[j])``, the first on ties."""
     emax = E_ZERO
@@ -117,7 +117,7 @@ def best_child(a, b, children, W, m, e):
     return bj
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def product_node(a, b, children, m, e):
     """A product node's ``(m, e)``: mantissas multiplied in two interleaved chains (a product has ~10 children
     on learned SPNs; one chain of dependent multiplies waits ~4 cycles each), renormalised every ``BLOCK``
@@ -166,7 +166,7 @@ def split_weights(log_w):
     return W, We, linear
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def weighted_sum_node(a, b, children, W, We, m, e):
     """``sum_node`` (no max) with each weight a scaled number ``W[j] * 2^We[j]`` (``split_weights``)."""
     emax = E_ZERO

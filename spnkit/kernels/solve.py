@@ -64,6 +64,41 @@ def _as_tuple(stats):
     return stats[0], stats[1], stats[2], stats[3], stats[4], stats[5]
 
 
+@nb.njit(cache=True)
+def scratch(n, nv):
+    """The buffers ``solve_one`` needs for a network of ``n`` nodes over ``nv`` variables: ``(fbuf, ibuf, kept)``.
+    Made once per network (``FlatSPN.kernel_net`` holds one set for ``spnkit.map``, whose kernel holds the GIL,
+    so no two calls share it) and once per worker in ``solve_batch``, not once per query."""
+    return np.empty(2 * n), np.empty(2 * n + N_STATS + 3 * nv, dtype=np.int64), np.empty(n, dtype=np.bool_)
+
+
+# numba counts references to every array it passes or slices: atomic operations that took half of a BT query
+# on a 157-node network (perf: NRT_incref/NRT_decref). The linear methods allocate nothing, so their kernels
+# are compiled without reference counting (``_nrt=False``, inherited by what they call); so are the sweeps
+# that every method shares (``kernels.linear``, ``maxprod.descend_into``).
+@nb.njit(cache=True, _nrt=False)
+def _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
+                use_max, x_full, fbuf, ibuf, kept):
+    """``solve_one`` for BT (``use_max``) and NG."""
+    t0 = now()
+    x_full[:] = -1
+    if not _fits(cards, role, value):
+        return BAD_QUERY, -np.inf, False, np.nan, (0, 0, 0, 0, 0, 0), 0, now() - t0
+    n = node_type.shape[0]
+    lv, n_kept = linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan,
+                                 role, value, use_max, x_full, fbuf[:n], ibuf[:n], ibuf[n:2 * n], kept)
+    status = 0 if n_kept > 0 else NO_QUERY_IN_SCOPE
+    return status, lv, False, np.nan, (0, 0, 0, 0, 0, n_kept), 0, now() - t0
+
+
+@nb.njit(cache=True)
+def _linear_query(net, role, value, use_max, x):
+    """``solve_query`` for BT and NG."""
+    return _linear_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
+                       net.leaf_val, (net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64),
+                       net.cards, role, value, use_max, x, net.scratch_f, net.scratch_i, net.scratch_b)
+
+
 OPTIONS = ("method", "k", "beam", "seed", "max_rounds", "deadline", "check_every")   # solve_query's opts array
 
 
@@ -73,9 +108,12 @@ def solve_query(net, role, value, opts, trace, x):
     array of the ``OPTIONS`` (method code, k, beam, seed, max_rounds, deadline in ``clock.now()`` ticks,
     check_every). One struct and one array instead of 24 arguments: numba types each argument on every call.
     ``x``: the caller's int64 (n_vars,) array for the answer. Arguments and result as for ``solve_one``."""
+    if opts[0] == BT or opts[0] == NG:
+        return _linear_query(net, role, value, opts[0] == BT, x)
     return solve_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
                      net.leaf_val, net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64,
-                     net.cards, role, value, opts[0], opts[1], opts[2], opts[3], opts[4], opts[5], opts[6], trace, x)
+                     net.cards, role, value, opts[0], opts[1], opts[2], opts[3], opts[4], opts[5], opts[6], trace, x,
+                     net.scratch_f, net.scratch_i, net.scratch_b)
 
 
 QUERY_ARG_TYPES = (types.Array(types.int8, 1, "C", readonly=True), types.Array(types.int64, 1, "C", readonly=True),
@@ -99,7 +137,7 @@ def query_entry(net):
 @nb.njit(cache=True)
 def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
               uni_index, var_ptr, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
-              check_every, trace, x_full):
+              check_every, trace, x_full, fbuf, ibuf, kept):
     """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
     ``passes.linear_weights_safe(W, log_w)`` enable the scaled-number sweeps; ``uni`` ... ``scope64`` are
     ``FlatSPN.map_plan``).
@@ -109,44 +147,40 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     upper_bound, stats, n_trace, ticks)``: ``stats`` a tuple of ``N_STATS`` counters, ``n_trace`` the rows the
     exact solvers wrote into ``trace`` (float64, (rows, 3); give (0, 3) for none), times ``clock.now()`` ticks
     (a tuple and the caller's buffers instead of new arrays: an array made here and returned to Python costs
-    ~0.4 us, three times an ``np.empty`` in Python).
+    ~0.4 us, three times an ``np.empty`` in Python). ``fbuf``, ``ibuf``, ``kept``: scratch as made by ``scratch``
+    for this network, overwritten.
     ``status`` is 0; ``NO_QUERY_IN_SCOPE`` when no query variable occurs in the network; ``BAD_QUERY`` when the
     query does not fit it (checked here, a loop over the variables, instead of several numpy calls per query in
     Python).
     """
+    plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
+    if method == BT or method == NG:
+        return _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
+                           value, method == BT, x_full, fbuf, ibuf, kept)
     t0 = now()
     nv = cards.shape[0]
     x_full[:] = -1
-    plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
     if not _fits(cards, role, value):
         return BAD_QUERY, -np.inf, False, np.nan, (0, 0, 0, 0, 0, 0), 0, now() - t0
-    if method == BT or method == NG:
-        lv, n_kept = linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan,
-                                     role, value, method == BT, x_full)
-        status = 0 if n_kept > 0 else NO_QUERY_IN_SCOPE
-        return status, lv, False, np.nan, (0, 0, 0, 0, 0, n_kept), 0, now() - t0
     n = node_type.shape[0]
-    # views of three buffers, not eight arrays: each allocation costs ~50 ns, and a small query takes ~4 us
-    ibuf = np.empty(N_STATS + 3 * nv + n, dtype=np.int64)
-    stats = ibuf[:N_STATS]
+    u, ue = fbuf[:n], ibuf[:n]
+    ck = fbuf[n:2 * n]
+    stats = ibuf[2 * n:2 * n + N_STATS]
     stats[:] = 0
-    qindex = ibuf[N_STATS:N_STATS + nv]
-    ue = ibuf[N_STATS + 3 * nv:]
+    qindex = ibuf[2 * n + N_STATS:2 * n + N_STATS + nv]
     nq = 0
     for v in range(nv):
         qindex[v] = -1
         if role[v] == 0:
             qindex[v] = nq
             nq += 1
-    qvars = ibuf[N_STATS + nv:N_STATS + nv + nq]
-    rcards = ibuf[N_STATS + 2 * nv:N_STATS + 2 * nv + nq]
+    qvars = ibuf[2 * n + N_STATS + nv:2 * n + N_STATS + nv + nq]
+    rcards = ibuf[2 * n + N_STATS + 2 * nv:2 * n + N_STATS + 2 * nv + nq]
     for v in range(nv):
         if qindex[v] >= 0:
             qvars[qindex[v]] = v
             rcards[qindex[v]] = cards[v]
-    fbuf = np.empty(2 * n)
-    u, ck = fbuf[:n], fbuf[n:]
-    kept = np.zeros(n, dtype=np.bool_)
+    kept[:] = False
     found, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
                            False, u, ue, kept)
     if found == 0:
@@ -231,8 +265,10 @@ def solve_batch(net, roles, values, opts, workers):
     if n_bad > 0:
         return status, xs, lvs, exact, ubs, stats, secs
     counter = np.zeros(1, dtype=np.int64)
+    n = node_type.shape[0]
     for _w in nb.prange(workers):   # each worker takes blocks of rows as it goes (workqueue: queries differ in
-        while True:                 # cost by orders of magnitude, so numba's one block per thread leaves one idle)
+        fbuf, ibuf, kept = scratch(n, nv)   # cost by orders of magnitude, so numba's one block per thread leaves
+        while True:                         # one idle), with its own scratch
             start, stop = claim(counter, m, workers)
             if start >= m:
                 break
@@ -240,7 +276,8 @@ def solve_batch(net, roles, values, opts, workers):
                 s, lv, ex, ub, st, _n, sec = solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
                                                        leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64,
                                                        cards, roles[r], values[r], method, k, beam, seed,
-                                                       max_rounds, timeout_ticks, check_every, no_trace, xs[r])
+                                                       max_rounds, timeout_ticks, check_every, no_trace, xs[r], fbuf,
+                                                       ibuf, kept)
                 status[r] = s
                 lvs[r] = lv
                 exact[r] = ex
