@@ -200,7 +200,7 @@ def log_value_mask_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_v
     return log_value_mask(node_type, child_ptr, children, log_w, leaf_var, leaf_val, mask, out)
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True)
 def log_value_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, x, max_card, out):
     """``log S(x)``: the linear fast path when the network allows it and the values stay in range, else the
     log-domain pass. ``W = exp(log_w)``; ``lin_ok = linear_weights_safe(W, log_w)``; ``max_card`` = the largest
