@@ -239,10 +239,9 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     while True:
         # ---- expand the node described by ``mask`` (a child of frame ``top``, or the root) -------------
         expansions += 1
-        lvl = levels[parent_level] if staging else base
-        if variant == MC:
-            nt, ptr, ch, w, lv, lval, lW, _, l_ok = lvl
-            bound = log_value_mask_fast(nt, ptr, ch, w, lW, l_ok, lv, lval, mask, val)
+        if variant == MC:               # MC never stages: the network's arrays are the base ones (unpacked once:
+            bound = log_value_mask_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, mask,
+                                        val)    # a tuple unpacked per expansion costs a reference count per array)
             stats[1] += 1
             if bound <= best:
                 status = PRUNED
@@ -251,6 +250,7 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
             else:
                 status = OPEN
         else:
+            lvl = levels[parent_level] if staging else base
             status, bound, passes = _forward_check(lvl, mask, cards, best, val, dr, d, scratch)
             stats[1] += passes
         if status == COMPLETE:
