@@ -74,8 +74,10 @@ def scratch(n, nv):
 
 # numba counts references to every array it passes or slices: atomic operations that took half of a BT query
 # on a 157-node network (perf: NRT_incref/NRT_decref). The linear methods allocate nothing, so their kernels
-# are compiled without reference counting (``_nrt=False``, inherited by what they call); so are the sweeps
-# that every method shares (``kernels.linear``, ``maxprod.descend_into``).
+# are compiled without reference counting (``_nrt=False``); so are the sweeps that every method shares
+# (``kernels.linear``, ``maxprod.descend_into``) and the value/derivative passes. A callee without its own flag
+# is compiled with the caller's, so nothing below an ``_nrt=False`` kernel may allocate: tests/spnkit/
+# test_nrt_audit.py checks the source, test_refcounts.py that every method frees what it allocates.
 @nb.njit(cache=True, _nrt=False)
 def _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
                 use_max, x_full, fbuf, ibuf, kept):
