@@ -68,7 +68,8 @@ def _as_tuple(stats):
 def scratch(n, nv):
     """The buffers ``solve_one`` needs for a network of ``n`` nodes over ``nv`` variables: ``(fbuf, ibuf, kept)``.
     Made once per network (``FlatSPN.kernel_net`` holds one set for ``spnkit.map``, whose kernel holds the GIL,
-    so no two calls share it) and once per worker in ``solve_batch``, not once per query."""
+    so no two calls share it: were ``solve_query`` ever made ``nogil``, these must become per call) and once per
+    worker in ``solve_batch``, not once per query."""
     return np.empty(2 * n), np.empty(2 * n + N_STATS + 3 * nv, dtype=np.int64), np.empty(n, dtype=np.bool_)
 
 
