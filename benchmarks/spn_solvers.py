@@ -7,7 +7,9 @@
 For each SPN, Q:E:H setting (authors' protocol, ``spnkit.protocol``, numpy seed 0) and method:
 
 * ``median_us`` / ``p90_us``: wall time of one ``spnkit.map`` call (reduction + solver + evaluation + Python),
-  one thread, over the queries that fitted in ``--budget`` seconds; ``kernel_median_us``: the same calls'
+  one thread, over the queries that fitted in ``--budget`` seconds, each query's time its median over
+  ``--rounds`` passes over the list (``rounds``: the passes that completed; a single pass of microsecond
+  queries moved a cell's median by +-15 % between runs); ``kernel_median_us``: the same calls'
   compiled-kernel time (``MapResult.kernel_seconds``: reduction + solver + evaluation, no Python), the scope
   the Go harness times (``time.Now()`` around ``MAP2MAX``, the solver and ``EvalX``, no parsing or output);
 * ``batch_qps``: queries per second of ``spnkit.map_batch`` on all cores over a ``QueryBatch`` of ``batch_n``
@@ -15,7 +17,8 @@ For each SPN, Q:E:H setting (authors' protocol, ``spnkit.protocol``, numpy seed 
   the same batch on one thread (each the best of 3 alternating rounds when a round takes under a second);
   ``list_speedup``: the same with the queries as a list of ``Query`` objects (a Python step per query);
 * ``timeouts``: exact methods that hit ``--timeout`` (their time is then the timeout);
-* with ``--go``: the Go median / p90 on the same query lines (``GOMAXPROCS=1``), ``speedup`` = Go median /
+* with ``--go``: the Go median / p90 on the same query lines (``GOMAXPROCS=1``), measured the same way (the
+  list given ``--rounds`` times in one run, each query's median over its rounds; ``go_rounds`` the fewest), ``speedup`` = Go median /
   ours through ``spnkit.map``, ``kernel_speedup`` = Go median / our kernel median (the same timed scope), and ``max_abs_diff`` between the two sides' log values (0 up to rounding for the deterministic
   methods: bt, ng, amap, kbt and the exact ones; bs samples its starts with a different RNG).
 
@@ -71,10 +74,11 @@ def go_binary(tmp: Path) -> Path | None:
 
 
 def run_go(exe: Path, spn_file: Path, queries: list[spnkit.Query], method: str, opts: dict, timeout: float,
-           budget: float) -> pd.DataFrame:
-    """Go's per-query value and seconds; stops reading (and kills it) once ``budget`` seconds have passed."""
+           budget: float, rounds: int) -> pd.DataFrame:
+    """Go's per-query value and seconds, the query list given ``rounds`` times (one file; a query's rows are
+    its rounds); stops reading (and kills it) once ``budget`` seconds have passed."""
     qfile = spn_file.with_suffix(".q")
-    qfile.write_text("\n".join(q.to_line() for q in queries) + "\n")
+    qfile.write_text(("\n".join(q.to_line() for q in queries) + "\n") * rounds)
     param = {"kbt": opts.get("k", 100), "bs": opts.get("beam", 10)}.get(method, 0)
     proc = subprocess.Popen([str(exe), str(spn_file), str(qfile), GO_METHODS[method], str(param),
                              str(max(1, int(np.ceil(timeout))))], stdout=subprocess.PIPE, text=True,
@@ -82,7 +86,7 @@ def run_go(exe: Path, spn_file: Path, queries: list[spnkit.Query], method: str, 
     rows, t0 = [], time.perf_counter()
     for line in proc.stdout:
         i, v, s = line.strip().split(",")
-        rows.append((int(i), float(v), float(s)))
+        rows.append((int(i) % len(queries), float(v), float(s)))
         if time.perf_counter() - t0 > budget:
             break
     proc.kill()
@@ -93,26 +97,35 @@ def run_go(exe: Path, spn_file: Path, queries: list[spnkit.Query], method: str, 
 BATCH_ROUNDS = 3
 
 
-def bench_cell(spn, queries, method, opts, budget):
-    """Single-thread spnkit.map times (within ``budget`` seconds), then map_batch on 1 and on all threads."""
+def bench_cell(spn, queries, method, opts, budget, rounds):
+    """Single-thread spnkit.map times (``rounds`` passes over the queries, within ``budget`` seconds), then
+    map_batch on 1 and on all threads."""
     t_start = time.perf_counter()
     while time.perf_counter() - t_start < min(0.5, budget / 4):    # warm: cache load, caches, clock speed
         for q in queries[:10]:
             spnkit.map(spn, q, method, **opts)
             if time.perf_counter() - t_start > budget / 4:
                 break
-    times, kernel, values, timeouts = [], [], [], 0
+    times, kernel = [[] for _ in queries], [[] for _ in queries]
+    values, timeouts, n = [], 0, 0
     t_start = time.perf_counter()
-    for q in queries:
-        t0 = time.perf_counter()
-        r = spnkit.map(spn, q, method, **opts)
-        times.append(time.perf_counter() - t0)
-        kernel.append(r.kernel_seconds)
-        values.append(r.log_value)
-        timeouts += bool(r.stats["timed_out"])
+    for rnd in range(rounds):
+        for i, q in enumerate(queries[:n] if rnd else queries):
+            t0 = time.perf_counter()
+            r = spnkit.map(spn, q, method, **opts)
+            times[i].append(time.perf_counter() - t0)
+            kernel[i].append(r.kernel_seconds)
+            if not rnd:
+                values.append(r.log_value)
+                timeouts += bool(r.stats["timed_out"])
+                n += 1
+            if time.perf_counter() - t_start > budget:
+                break
         if time.perf_counter() - t_start > budget:
             break
-    n = len(times)
+    done_rounds = len(times[n - 1])                      # the last query's rounds: how many passes completed
+    times = [float(np.median(t)) for t in times[:n]]     # each query's median over its rounds
+    kernel = [float(np.median(t)) for t in kernel[:n]]
     done = queries[:n]
     threads = numba.config.NUMBA_NUM_THREADS
     df = spnkit.map_batch(spn, done, method, **opts)
@@ -126,9 +139,9 @@ def bench_cell(spn, queries, method, opts, budget):
     # alternate the thread counts and keep each one's best round: a 0.1 s measurement on a 2-core machine moves
     # by +-20 % (long batches, over a second, are steady and run once). Each as a QueryBatch (no Python step
     # per query) and as the list of Query objects.
-    rounds = BATCH_ROUNDS if float(np.sum(times)) * reps <= 1.0 else 1
+    batch_rounds = BATCH_ROUNDS if float(np.sum(times)) * reps <= 1.0 else 1
     for kind, qs in (("batch", spnkit.QueryBatch.from_queries(big)), ("list", big)):
-        for _ in range(rounds):
+        for _ in range(batch_rounds):
             for th in sorted({1, threads}):
                 numba.set_num_threads(th)
                 t0 = time.perf_counter()
@@ -136,7 +149,7 @@ def bench_cell(spn, queries, method, opts, budget):
                 batch[kind, th] = max(batch.get((kind, th), 0.0), len(big) / (time.perf_counter() - t0))
     numba.set_num_threads(threads)
     t = np.array(times) * 1e6
-    return {"n": n, "median_us": float(np.median(t)), "p90_us": float(np.percentile(t, 90)),
+    return {"n": n, "rounds": done_rounds, "median_us": float(np.median(t)), "p90_us": float(np.percentile(t, 90)),
             "kernel_median_us": float(np.median(kernel)) * 1e6,
             "batch_n": len(big), "batch_qps": batch["batch", threads],
             "batch_speedup": batch["batch", threads] / batch["batch", 1],
@@ -183,6 +196,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100, help="queries per setting (seeded, authors' protocol)")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per query for exact methods and bs")
     ap.add_argument("--budget", type=float, default=30.0, help="seconds per (SPN, setting, method) cell")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="passes over a cell's queries on each side (within --budget); a query's time is its "
+                         "median over them")
     ap.add_argument("--brute-max", type=int, default=20, help="skip brute above this many query variables")
     ap.add_argument("--go", action="store_true", help="also time the authors' Go code ($MAXSPN_SRC)")
     ap.add_argument("--cold", action="store_true", help="also measure a cold compile in a fresh process")
@@ -211,19 +227,20 @@ def main() -> None:
                 if method == "brute" and n_q > args.brute_max:
                     continue
                 m_opts = opts if method.startswith("exact") or method == "bs" else {}
-                cell, values = bench_cell(spn, queries, method, m_opts, args.budget)
+                cell, values = bench_cell(spn, queries, method, m_opts, args.budget, args.rounds)
                 row = {"spn": name, "nodes": spn.n_nodes, "edges": spn.n_edges, "vars": spn.n_vars,
                        "setting": setting_name(setting), "method": method, **cell}
                 if exe is not None and binary and method in GO_METHODS:
-                    go = run_go(exe, spn_file, queries[:cell["n"]], method, m_opts, args.timeout, args.budget)
+                    go = run_go(exe, spn_file, queries[:cell["n"]], method, m_opts, args.timeout, args.budget,
+                                args.rounds)
                     if len(go):
-                        g = go["go_seconds"].to_numpy() * 1e6
-                        row.update(go_n=len(go), go_median_us=float(np.median(g)),
-                                   go_p90_us=float(np.percentile(g, 90)),
+                        g = go.groupby("query")["go_seconds"].median().to_numpy() * 1e6   # per query, over rounds
+                        row.update(go_n=len(g), go_rounds=int(go.groupby("query").size().min()),
+                                   go_median_us=float(np.median(g)), go_p90_us=float(np.percentile(g, 90)),
                                    speedup=float(np.median(g)) / cell["median_us"],
                                    kernel_speedup=float(np.median(g)) / cell["kernel_median_us"],
                                    max_abs_diff=float(np.max(np.abs(go["go_value"].to_numpy()
-                                                                    - values[:len(go)]))))
+                                                                    - values[go["query"].to_numpy()]))))
                 rows.append(row)
                 pd.DataFrame(rows).to_csv(tmp / "partial.csv", index=False)   # survives a crash mid-run
                 print(f"{name:14s} {setting_name(setting):7s} {method:10s} n={cell['n']:4d} "

@@ -35,7 +35,7 @@ import numpy as np
 from .maxprod import descend_into
 from .passes import leaf_role, node_value, product_edges, sum_edges
 from .reduce import build_reduced, kept_nodes
-from .scaled import BLOCK, E_ZERO, best_child, normalize, product_node, sum_node, to_log
+from .scaled import BLOCK, E_ZERO, best_child, normalize, pow2, product_node, to_log
 
 ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -243,7 +243,14 @@ def _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, sc
                  use_max, u, ue, kept):
     """The non-univariate nodes, children first, scaled values. A node whose scope (``scope64``) holds none of
     the ``seen`` (query or evidence) variables takes its stored marginal (``z``: what the pass would compute,
-    bit for bit) without visiting its children."""
+    bit for bit) without visiting its children.
+
+    The sum and product bodies are written out: a sum aligns its terms to its largest exponent (``pow2``) and
+    adds them (or, with ``use_max`` at a query node, takes the largest); a product is ``kernels.scaled.
+    product_node``'s arithmetic (the same values, bit for bit). As calls (``sum_node``/``product_node``), each
+    node passed its ~30 array fields on the stack, and numba's ``inline="always"`` did not remove that cost. Written out, this loop took 0.53 instead of
+    0.67 us on nltcs-json, 6.3 instead of 9.0 us on nltcs and 43.8 instead of 49.7 us on ad (3:5:2, a numba
+    loop over the protocol queries). ``evaluate_kept`` writes them out too."""
     for p in range(rest.shape[0]):
         i = rest[p]
         if not scope64[i] & seen:
@@ -257,16 +264,38 @@ def _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, sc
             kept[i], off = leaf_role(i, leaf_var, leaf_val, role, value)
             u[i] = 1.0 - np.float64(off)
             ue[i] = E_ZERO if off else 0
-        elif t == 1:
+        elif t == 1:           # written out (see the docstring)
             k = kept[children[a]]
             kept[i] = k
-            u[i], ue[i] = sum_node(a, b, children, W, u, ue, k & use_max)
-        else:
+            emax = E_ZERO
+            for j in range(a, b):
+                ec = ue[children[j]]
+                emax = ec if ec > emax else emax
+            tot = 0.0
+            best = 0.0
+            for j in range(a, b):
+                c = children[j]
+                s = W[j] * u[c] * pow2(ue[c] - emax)
+                tot += s
+                best = s if s > best else best
+            u[i], ue[i] = normalize(best if k & use_max else tot, emax)
+        elif b - a > BLOCK:
             k = False
             for j in range(a, b):
                 k |= kept[children[j]]
             kept[i] = k
             u[i], ue[i] = product_node(a, b, children, u, ue)
+        else:                  # kernels.scaled.product_node for at most BLOCK children, written out
+            k = False
+            m = 1.0
+            ex = 0
+            for j in range(a, b):
+                c = children[j]
+                k |= kept[c]
+                m *= u[c]
+                ex += ue[c]
+            kept[i] = k
+            u[i], ue[i] = normalize(m, ex)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -284,7 +313,7 @@ def _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, s
             kept[i] = False
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, _nrt=False, inline="always")
 def upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value, use_max, u,
            ue, kept):
     """The sweep every method starts with: ``u[i]`` as described above and ``kept[i]`` (a query variable is in
@@ -296,7 +325,10 @@ def upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val,
     says which domain ``u`` holds.
 
     The table loop and the node loop are separate functions on purpose: written in one, numba's inlining of
-    the node body gave code 2.7x slower (nltcs: 25.7 instead of 9.4 us).
+    the node body gave code 2.7x slower (nltcs: 25.7 instead of 9.4 us); inlining only ``_uni_values`` here
+    made bt on nltcs-json 8 % slower. This function, ``_start_answer`` and ``linear_map_fast`` hold no loop over
+    nodes and are inlined into their callers: as calls, each passed its ~17 arrays as ~120 fields on the stack
+    (bt on nltcs-json 3:5:2: 1.33 -> 1.18 us per query).
     """
     uni, tab, rest, _, var_ptr, z, scope64 = plan
     root = node_type.shape[0] - 1
@@ -340,28 +372,44 @@ def evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, 
         if not scaled:
             node_value(i, node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, u)
             continue
-        t = node_type[i]       # (the scaled node body is written out here, in _rest_scaled and in the derivative
-        a, b = child_ptr[i], child_ptr[i + 1]      # pass: as one shared numba call it made bt ~10 % slower on ad)
+        t = node_type[i]       # (the scaled node bodies are written out, as in _rest_scaled and in the derivative
+        a, b = child_ptr[i], child_ptr[i + 1]      # pass: as numba calls they made bt ~10-30 % slower)
         if t == 0:
             on = x[leaf_var[i]] == leaf_val[i]
             u[i] = 1.0 if on else 0.0
             ue[i] = 0 if on else E_ZERO
         elif t == 1:
-            u[i], ue[i] = sum_node(a, b, children, W, u, ue, False)
-        else:
+            emax = E_ZERO
+            for j in range(a, b):
+                ec = ue[children[j]]
+                emax = ec if ec > emax else emax
+            tot = 0.0
+            for j in range(a, b):
+                c = children[j]
+                tot += W[j] * u[c] * pow2(ue[c] - emax)
+            u[i], ue[i] = normalize(tot, emax)
+        elif b - a > BLOCK:
             u[i], ue[i] = product_node(a, b, children, u, ue)
+        else:
+            m = 1.0
+            ex = 0
+            for j in range(a, b):
+                c = children[j]
+                m *= u[c]
+                ex += ue[c]
+            u[i], ue[i] = normalize(m, ex)
     root = node_type.shape[0] - 1
     return (to_log(u[root], ue[root]) if scaled else u[root]), nk
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, _nrt=False, inline="always")
 def _start_answer(x, role, value):
     """Evidence values, 0 on query variables (until the descent sets them), -1 on hidden ones."""
     for v in range(x.shape[0]):
         x[v] = value[v] if role[v] == 1 else (0 if role[v] == 0 else -1)
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, _nrt=False, inline="always")
 def linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
                     use_max, x, u, ue, stack, kept):
     """BT (``use_max``) or NG for one query on the original network. ``x`` (int64, (n_vars,)) receives the

@@ -83,23 +83,6 @@ def from_log(lv):
 
 
 @nb.njit(cache=True, _nrt=False)
-def sum_node(a, b, children, W, m, e, use_max):
-    """A sum node's ``(m, e)``: the weighted sum of its children, or with ``use_max`` the largest term."""
-    emax = E_ZERO
-    for j in range(a, b):
-        ec = e[children[j]]
-        emax = ec if ec > emax else emax
-    tot = 0.0
-    best = 0.0
-    for j in range(a, b):
-        c = children[j]
-        s = W[j] * m[c] * pow2(e[c] - emax)
-        tot += s
-        best = s if s > best else best
-    return normalize(best if use_max else tot, emax)
-
-
-@nb.njit(cache=True, _nrt=False)
 def best_child(a, b, children, W, m, e):
     """The edge ``j`` in a..b-1 with the largest ``W[j] * value(children[j])``, the first on ties."""
     emax = E_ZERO
@@ -119,34 +102,21 @@ def best_child(a, b, children, W, m, e):
 
 @nb.njit(cache=True, _nrt=False)
 def product_node(a, b, children, m, e):
-    """A product node's ``(m, e)``: mantissas multiplied in two interleaved chains (a product has ~10 children
-    on learned SPNs; one chain of dependent multiplies waits ~4 cycles each), renormalised every ``BLOCK``
-    children so that they cannot overflow."""
+    """A product node's ``(m, e)``: mantissas multiplied in order, renormalised every ``BLOCK`` children so that
+    they cannot overflow. (The sweeps of ``kernels.linear`` write this out for products of at most ``BLOCK``
+    children, with the same arithmetic: one chain, one ``normalize`` at the end.)"""
     acc = 1.0
     ex = 0
-    j = a
-    while j < b:
-        stop = min(b, j + BLOCK)
-        m0 = acc
-        m1 = 1.0
-        while j + 1 < stop:
-            c0 = children[j]
-            c1 = children[j + 1]
-            m0 *= m[c0]
-            m1 *= m[c1]
-            ex += e[c0] + e[c1]
-            j += 2
-        if j < stop:
-            c0 = children[j]
-            m0 *= m[c0]
-            ex += e[c0]
-            j += 1
-        acc, ex = normalize(m0 * m1, ex)
-        if acc == 0.0:
-            break
-    if a == b:
-        return 1.0, 0
-    return acc, ex
+    n_m = 0
+    for j in range(a, b):
+        c = children[j]
+        acc *= m[c]
+        ex += e[c]
+        n_m += 1
+        if n_m == BLOCK:
+            acc, ex = normalize(acc, ex)
+            n_m = 0
+    return normalize(acc, ex)
 
 
 @nb.njit(cache=True)
@@ -168,7 +138,9 @@ def split_weights(log_w):
 
 @nb.njit(cache=True, _nrt=False)
 def weighted_sum_node(a, b, children, W, We, m, e):
-    """``sum_node`` (no max) with each weight a scaled number ``W[j] * 2^We[j]`` (``split_weights``)."""
+    """A sum node's ``(m, e)``, the weighted sum of its children, with each weight a scaled number
+    ``W[j] * 2^We[j]`` (``split_weights``): the terms aligned to the largest exponent by ``pow2``, as the sweeps
+    of ``kernels.linear`` align theirs (weights there are linear)."""
     emax = E_ZERO
     for j in range(a, b):
         ec = We[j] + e[children[j]]
