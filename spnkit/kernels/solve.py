@@ -18,7 +18,7 @@ from numba.core import types
 from .beam import beam_search
 from .clock import now
 from .exact import FC, FCO, FCOS, MC, branch_and_bound
-from .k_best import k_best_tree_map
+from .k_best import k_best_tree_map, kbt_scratch
 from .linear import evaluate_kept, keep_uni_leaves, linear_map_fast, reduce_after_upward, upward
 from .maxprod import argmax_product, best_tree, brute_force
 from .passes import log_value
@@ -116,7 +116,7 @@ def solve_query(net, role, value, opts, trace, x):
     return solve_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
                      net.leaf_val, net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64,
                      net.cards, role, value, opts[0], opts[1], opts[2], opts[3], opts[4], opts[5], opts[6], trace, x,
-                     net.scratch_f, net.scratch_i, net.scratch_b)
+                     net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_f[:0], net.scratch_i[:0])
 
 
 QUERY_ARG_TYPES = (types.Array(types.int8, 1, "C", readonly=True), types.Array(types.int64, 1, "C", readonly=True),
@@ -140,7 +140,7 @@ def query_entry(net):
 @nb.njit(cache=True)
 def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
               uni_index, var_ptr, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
-              check_every, trace, x_full, fbuf, ibuf, kept):
+              check_every, trace, x_full, fbuf, ibuf, kept, kbt_f, kbt_i):
     """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
     ``passes.linear_weights_safe(W, log_w)`` enable the scaled-number sweeps; ``uni`` ... ``scope64`` are
     ``FlatSPN.map_plan``).
@@ -151,7 +151,8 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     exact solvers wrote into ``trace`` (float64, (rows, 3); give (0, 3) for none), times ``clock.now()`` ticks
     (a tuple and the caller's buffers instead of new arrays: an array made here and returned to Python costs
     ~0.4 us, three times an ``np.empty`` in Python). ``fbuf``, ``ibuf``, ``kept``: scratch as made by ``scratch``
-    for this network, overwritten.
+    for this network, overwritten; ``kbt_f``, ``kbt_i``: ``k_best.kbt_scratch`` buffers for KBT (empty: KBT
+    allocates its own).
     ``status`` is 0; ``NO_QUERY_IN_SCOPE`` when no query variable occurs in the network; ``BAD_QUERY`` when the
     query does not fit it (checked here, a loop over the variables, instead of several numpy calls per query in
     Python).
@@ -202,7 +203,7 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
         xq, _, rounds = beam_search(t, ptr, ch, w, var, val, rcards, beam, seed, max_rounds, t0 + timeout_ticks)
         stats[0] = rounds
     elif method == KBT:
-        xq, _, n_trees = k_best_tree_map(t, ptr, ch, w, var, val, nq, k)
+        xq, _, n_trees = k_best_tree_map(t, ptr, ch, w, var, val, nq, k, kbt_f, kbt_i)
         stats[0] = n_trees
     elif method == BRUTE:
         xq, best = brute_force(t, ptr, ch, w, var, val, rcards)
@@ -271,7 +272,9 @@ def solve_batch(net, roles, values, opts, workers):
     n = node_type.shape[0]
     for _w in nb.prange(workers):   # each worker takes blocks of rows as it goes (workqueue: queries differ in
         fbuf, ibuf, kept = scratch(n, nv)   # cost by orders of magnitude, so numba's one block per thread leaves
-        while True:                         # one idle), with its own scratch
+        # one idle), with its own scratch; KBT's too (a reduced network has at most one node and one edge more)
+        kbt_f, kbt_i = kbt_scratch(n + 1, children.shape[0] + 1, k) if method == KBT else kbt_scratch(0, 0, 0)
+        while True:
             start, stop = claim(counter, m, workers)
             if start >= m:
                 break
@@ -280,7 +283,7 @@ def solve_batch(net, roles, values, opts, workers):
                                                        leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64,
                                                        cards, roles[r], values[r], method, k, beam, seed,
                                                        max_rounds, timeout_ticks, check_every, no_trace, xs[r], fbuf,
-                                                       ibuf, kept)
+                                                       ibuf, kept, kbt_f, kbt_i)
                 status[r] = s
                 lvs[r] = lv
                 exact[r] = ex
