@@ -129,7 +129,8 @@ class FlatSPN:
 
         W, lin_ok = self.linear_weights
         return make_net(self.node_type, self.child_ptr, self.children, self.log_w, W, lin_ok, self.leaf_var,
-                        self.leaf_val, self.cardinalities, *self.map_plan, *scratch(self.n_nodes, self.n_vars))
+                        self.leaf_val, self.cardinalities, *self.map_plan,
+                        *scratch(self.n_nodes, self.n_edges, self.n_vars, int(self.cardinalities.max(initial=1))))
 
     @functools.cached_property
     def query_entry(self):

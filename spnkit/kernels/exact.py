@@ -31,7 +31,7 @@ from .clock import now
 from .derivative import derivatives_mask_scaled
 from .passes import log_value_mask_fast
 from .reduce import reduce_to_max
-from .scaled import split_weights
+from .scaled import split_weights, split_weights_into
 
 MC = 0
 FC = 1
@@ -165,8 +165,17 @@ def _pick_branch(mask, cards, d, ordering):
 
 
 @nb.njit(cache=True)
+def bb_scratch_size(n, m, nv, K):
+    """The float64, int64 and bool lengths ``branch_and_bound`` works in for a network of up to ``n`` nodes and
+    ``m`` edges over ``nv`` variables of at most ``K`` values."""
+    D = nv + 2
+    return (2 * (n + 1) + 2 * nv * K + D * K + m, 5 + 5 * D + D * K + 2 * (n + 1) + nv * K + m,
+            nv + nv * K + D * nv * K)
+
+
+@nb.njit(cache=True)
 def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, variant,
-                     init_x, init_val, deadline, check_every, trace):
+                     init_x, init_val, deadline, check_every, trace, fscr, iscr, bscr):
     """Solve ``max_x S(x)`` exactly over a MAX instance (every variable a query variable).
 
     ``init_x``/``init_val``: the initial incumbent (``init_val = -inf`` for none, the authors' protocol).
@@ -177,7 +186,9 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     passes, stagings, max depth, networks' summed node count]. ``trace`` (float64, shape (max rows, 3), filled
     here; ticks fit exactly up to 2**53) receives ``n_trace`` rows (clock ticks since start, incumbent, bound):
     one at every improvement, and at deadline checks when the bound moved or time grew by 5 %; when full, the
-    last row keeps the latest state.
+    last row keeps the latest state. ``fscr``, ``iscr``, ``bscr``: float64, int64 and bool buffers of at least
+    ``bb_scratch_size`` for this network (``solve.scratch``: a small query then allocates nothing for its
+    search), or empty ones (new arrays).
     """
     t0 = now()
     nv = cards.shape[0]
@@ -190,11 +201,16 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     # the search's arrays are views of three buffers: on a small query (a 157-node network at 1:1:8, ~4 us)
     # each allocation and free costs ~50 ns, and there were seventeen
     n1 = n_nodes0 + 1
-    fbuf = np.empty(2 * n1 + nv * K + max_depth * K + vs * K)
+    n_e = children.shape[0]
+    nf, ni, nb_ = bb_scratch_size(n_nodes0, n_e, nv, K)
+    if fscr.shape[0] < nf or iscr.shape[0] < ni or bscr.shape[0] < nb_:
+        fscr, iscr, bscr = np.empty(nf), np.empty(ni, dtype=np.int64), np.empty(nb_, dtype=np.bool_)
+    fbuf = fscr[:2 * n1 + nv * K + max_depth * K + vs * K]
     val, dr = fbuf[:n1], fbuf[n1:2 * n1]
     d = fbuf[2 * n1:2 * n1 + nv * K].reshape((nv, K))
     f_bnd = fbuf[2 * n1 + nv * K:2 * n1 + nv * K + max_depth * K].reshape((max_depth, K))
-    ibuf = np.zeros(5 + 5 * max_depth + max_depth * K + 2 * ns + vs * K, dtype=np.int64)
+    ibuf = iscr[:5 + 5 * max_depth + max_depth * K + 2 * ns + vs * K]
+    ibuf[:5 + 5 * max_depth] = 0               # the counters and frames; the rest is written before it is read
     stats = ibuf[:5]
     f_int = ibuf[5:5 + 5 * max_depth].reshape((5, max_depth))
     o = 5 + 5 * max_depth
@@ -202,7 +218,8 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     o += max_depth * K
     scratch = (ibuf[o:o + ns], ibuf[o + ns:o + 2 * ns], fbuf[fbuf.shape[0] - vs * K:].reshape((vs, K)),
                ibuf[o + 2 * ns:].reshape((vs, K)))
-    bbuf = np.zeros(nv + nv * K + max_depth * nv * K, dtype=np.bool_)
+    bbuf = bscr[:nv + nv * K + max_depth * nv * K]
+    bbuf[:nv + nv * K] = False                 # present and mask; a frame's mask is copied in before it is read
     present = bbuf[:nv]
     mask = bbuf[nv:nv + nv * K].reshape((nv, K))
     f_mask = bbuf[nv + nv * K:].reshape((max_depth, nv, K))
@@ -210,7 +227,9 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
         if node_type[i] == 0:
             present[leaf_var[i]] = True
 
-    W, We, lin_ok = split_weights(log_w)       # MC's passes take the linear fast path when lin_ok
+    W = fscr[nf - n_e:nf]
+    We = iscr[ni - n_e:ni]
+    lin_ok = split_weights_into(log_w, W, We)      # MC's passes take the linear fast path when lin_ok
     best_x = init_x.copy()
     best = init_val
     n_trace = 0

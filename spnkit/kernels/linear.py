@@ -447,11 +447,12 @@ def keep_uni_leaves(plan, child_ptr, children, role, kept):
 
 @nb.njit(cache=True)
 def reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, u, ue, kept, scaled,
-                        ck):
+                        ck, order, tbuf, ibuf, fbuf):
     """The MAP->MAX reduction (``reduce.reduce_to_max``'s arrays) from an NG-style ``upward`` for the query:
     ``u``/``ue`` hold every non-query node's constant. ``ck``: float scratch (n_nodes,), gets each query
-    product's carried log constant."""
-    order, n_kept = kept_nodes(kept)
+    product's carried log constant; ``order``: int64 scratch (n_nodes,); ``tbuf``, ``ibuf``, ``fbuf``: where
+    the reduced network is built (``reduce.build_reduced``)."""
+    n_kept = kept_nodes(kept, order)
     for p in range(n_kept):                # children first; only the constants the reduced network reads
         i = order[p]
         acc = 0.0                          # leaves and sums carry none (a kept sum's children are all kept)
@@ -473,4 +474,5 @@ def reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_va
             if scaled:
                 acc += to_log(m, e)
         ck[i] = acc
-    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, kept, ck, order, n_kept)
+    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, kept, ck, order, n_kept,
+                         tbuf, ibuf, fbuf)

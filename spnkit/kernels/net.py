@@ -21,17 +21,18 @@ class KernelNetType(types.StructRef):
 class KernelNet(structref.StructRefProxy):
     """The arrays of ``FlatSPN`` that the MAP kernels read: the network, ``W = exp(log_w)``, ``lin_ok``
     (``passes.linear_weights_safe``), the cardinalities, ``FlatSPN.map_plan`` (``uni`` ... ``scope64``) and one
-    set of ``kernels.solve.scratch`` buffers for ``spnkit.map``'s queries (``scratch_f/i/b``)."""
+    set of ``kernels.solve.scratch`` buffers for ``spnkit.map``'s queries (``scratch_f/i/b/t``)."""
 
 
 FIELDS = ("node_type", "child_ptr", "children", "log_w", "W", "lin_ok", "leaf_var", "leaf_val", "cards",
-          "uni", "tab", "rest", "uni_index", "var_ptr", "z", "scope64", "scratch_f", "scratch_i", "scratch_b")
+          "uni", "tab", "rest", "uni_index", "var_ptr", "z", "scope64", "scratch_f", "scratch_i", "scratch_b",
+          "scratch_t")
 structref.define_proxy(KernelNet, KernelNetType, list(FIELDS))
 
 
 @nb.njit(cache=True)
 def make_net(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, cards, uni, tab, rest, uni_index,
-             var_ptr, z, scope64, scratch_f, scratch_i, scratch_b):
+             var_ptr, z, scope64, scratch_f, scratch_i, scratch_b, scratch_t):
     """A ``KernelNet`` (compiled once and cached: the proxy's own constructor is compiled in every process)."""
     return KernelNet(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, cards, uni, tab, rest,
-                     uni_index, var_ptr, z, scope64, scratch_f, scratch_i, scratch_b)
+                     uni_index, var_ptr, z, scope64, scratch_f, scratch_i, scratch_b, scratch_t)

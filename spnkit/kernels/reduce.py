@@ -55,34 +55,41 @@ def reduce_to_max(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rol
     keep = np.zeros(n, dtype=np.bool_)
     c = np.zeros(n, dtype=np.float64)          # constant log-factor carried by node i
     _constants_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, role, value, keep, c)
-    order, n_kept = kept_nodes(keep)
-    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c, order, n_kept)
+    order = np.empty(n, dtype=np.int64)
+    n_kept = kept_nodes(keep, order)
+    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c, order, n_kept,
+                         np.empty(0, dtype=np.int8), order[:0], c[:0])      # (no buffers: new arrays)
 
 
-@nb.njit(cache=True)
-def kept_nodes(keep):
-    """``(order, count)``: the kept nodes in increasing order in ``order[:count]``, listed by a branch-free
-    loop (a query keeps few nodes, and a branch per node on ``keep`` mispredicts)."""
-    order = np.empty(keep.shape[0], dtype=np.int64)
+@nb.njit(cache=True, _nrt=False)
+def kept_nodes(keep, order):
+    """The kept nodes in increasing order into ``order[:count]`` (int64, (n_nodes,)); returns the count.
+    A branch-free loop: a query keeps few nodes, and a branch per node on ``keep`` mispredicts."""
     count = 0
     for i in range(keep.shape[0]):
         order[count] = i
         count += keep[i]
-    return order, count
+    return count
 
 
 @nb.njit(cache=True)
-def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c, order, n_new):
-    """The kept nodes (``order[:n_new]``, ``kept_nodes(keep)``), renumbered, with each kept child's constant
-    pushed into the sum edge above it (``c``: every node's constant log-factor; ``keep``: has a query variable
-    below)."""
+def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c, order, n_new, tbuf,
+                  ibuf, fbuf):
+    """The kept nodes (``order[:n_new]``, ``kept_nodes``), renumbered, with each kept child's constant pushed
+    into the sum edge above it (``c``: every node's constant log-factor; ``keep``: has a query variable below).
+
+    The arrays are views of ``tbuf`` (int8), ``ibuf`` (int64) and ``fbuf`` (float64) when these hold
+    ``n_nodes + 1``, ``4 * n_nodes + n_edges + 5`` and ``n_edges + 1`` (``solve.scratch``: a query's network
+    then costs no allocation), else new arrays (give empty ones)."""
     n = node_type.shape[0]
     root = n - 1
     if not keep[root]:
         e = np.zeros(0, dtype=np.int64)
         return np.zeros(0, dtype=np.int8), np.zeros(1, dtype=np.int64), e, np.zeros(0), e, e
     wrap = node_type[root] != 1 and c[root] != 0.0
-    new_id = np.empty(n, dtype=np.int64)      # read only for kept nodes
+    in_place = (tbuf.shape[0] >= n + 1 and ibuf.shape[0] >= 4 * n + children.shape[0] + 5
+                and fbuf.shape[0] >= children.shape[0] + 1)
+    new_id = ibuf[:n] if in_place else np.empty(n, dtype=np.int64)    # read only for kept nodes
     n_edges = 0
     for k in range(n_new):
         i = order[k]
@@ -93,9 +100,15 @@ def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qin
             for j in range(child_ptr[i], child_ptr[i + 1]):
                 n_edges += keep[children[j]]
     total = n_new + (1 if wrap else 0)
-    o_type = np.empty(total, dtype=np.int8)
     n_e = n_edges + (1 if wrap else 0)
-    ints = np.empty(3 * total + 1 + n_e, dtype=np.int64)    # four int arrays in one allocation (~50 ns each)
+    if in_place:
+        o_type = tbuf[:total]
+        ints = ibuf[n:n + 3 * total + 1 + n_e]
+        o_w = fbuf[:n_e]
+    else:
+        o_type = np.empty(total, dtype=np.int8)
+        ints = np.empty(3 * total + 1 + n_e, dtype=np.int64)    # four int arrays in one allocation (~50 ns each)
+        o_w = np.empty(n_e)
     o_ptr = ints[:total + 1]
     o_var = ints[total + 1:2 * total + 1]
     o_val = ints[2 * total + 1:3 * total + 1]
@@ -103,7 +116,6 @@ def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qin
     o_ptr[0] = 0
     o_var[:] = -1
     o_val[:] = -1
-    o_w = np.zeros(n_e, dtype=np.float64)
     e = 0
     for k in range(n_new):
         i = order[k]
@@ -123,6 +135,7 @@ def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qin
                 ch = children[j]
                 if keep[ch]:
                     o_ch[e] = new_id[ch]
+                    o_w[e] = 0.0                       # (product edges carry no weight)
                     e += 1
         o_ptr[k + 1] = e
     if wrap:                                   # a new sum root keeps the root's constant factor

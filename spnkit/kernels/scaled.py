@@ -127,26 +127,21 @@ def split_weights(log_w):
     for zero weights) and ``We`` the exponents, so that networks whose weights carry constants far below 2^-100
     (a reduced network under evidence on hundreds of variables) still run on scaled numbers."""
     n = log_w.shape[0]
-    W = np.exp(log_w)
-    We = np.zeros(n, dtype=np.int64)
-    linear = linear_weights_safe(W, log_w)
-    if not linear:
-        for j in range(n):
-            W[j], We[j] = from_log(log_w[j])
-    return W, We, linear
+    W = np.empty(n)
+    We = np.empty(n, dtype=np.int64)
+    return W, We, split_weights_into(log_w, W, We)
 
 
 @nb.njit(cache=True, _nrt=False)
-def weighted_sum_node(a, b, children, W, We, m, e):
-    """A sum node's ``(m, e)``, the weighted sum of its children, with each weight a scaled number
-    ``W[j] * 2^We[j]`` (``split_weights``): the terms aligned to the largest exponent by ``pow2``, as the sweeps
-    of ``kernels.linear`` align theirs (weights there are linear)."""
-    emax = E_ZERO
-    for j in range(a, b):
-        ec = We[j] + e[children[j]]
-        emax = ec if ec > emax else emax
-    tot = 0.0
-    for j in range(a, b):
-        c = children[j]
-        tot += W[j] * m[c] * pow2(We[j] + e[c] - emax)
-    return normalize(tot, emax)
+def split_weights_into(log_w, W, We):
+    """``split_weights`` into the caller's ``W`` (float64) and ``We`` (int64), each at least ``log_w``'s
+    length; returns ``linear``."""
+    n = log_w.shape[0]
+    for j in range(n):
+        W[j] = np.exp(log_w[j])
+        We[j] = 0
+    linear = linear_weights_safe(W[:n], log_w)
+    if not linear:
+        for j in range(n):
+            W[j], We[j] = from_log(log_w[j])
+    return linear

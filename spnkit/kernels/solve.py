@@ -17,7 +17,7 @@ from numba.core import types
 
 from .beam import beam_search
 from .clock import now
-from .exact import FC, FCO, FCOS, MC, branch_and_bound
+from .exact import FC, FCO, FCOS, MC, bb_scratch_size, branch_and_bound
 from .k_best import k_best_tree_map, kbt_scratch
 from .linear import evaluate_kept, keep_uni_leaves, linear_map_fast, reduce_after_upward, upward
 from .maxprod import argmax_product, best_tree, brute_force
@@ -65,12 +65,22 @@ def _as_tuple(stats):
 
 
 @nb.njit(cache=True)
-def scratch(n, nv):
-    """The buffers ``solve_one`` needs for a network of ``n`` nodes over ``nv`` variables: ``(fbuf, ibuf, kept)``.
-    Made once per network (``FlatSPN.kernel_net`` holds one set for ``spnkit.map``, whose kernel holds the GIL,
-    so no two calls share it: were ``solve_query`` ever made ``nogil``, these must become per call) and once per
-    worker in ``solve_batch``, not once per query."""
-    return np.empty(2 * n), np.empty(2 * n + N_STATS + 3 * nv, dtype=np.int64), np.empty(n, dtype=np.bool_)
+def scratch(n, m, nv, K):
+    """The buffers ``solve_one`` needs for a network of ``n`` nodes and ``m`` edges over ``nv`` variables of at
+    most ``K`` values: ``(fbuf, ibuf, kept, tbuf)`` (float64, int64, bool, int8). Made once per network
+    (``FlatSPN.kernel_net`` holds one set for ``spnkit.map``, whose kernel holds the GIL, so no two calls share
+    it: were ``solve_query`` ever made ``nogil``, these must become per call) and once per worker in
+    ``solve_batch``, not once per query.
+
+    Layout: ``fbuf`` = the sweep's values and carried constants (2 n), the reduced network's weights (m + 1),
+    the search's floats; ``ibuf`` = exponents and descent stack or kept-node order (2 n), ``N_STATS`` counters,
+    four per-variable arrays (4 nv), the reduced network's integers (4 n + m + 5), the search's integers;
+    ``kept`` = the sweep's flags (n), the search's masks; ``tbuf`` = the reduced network's node types (n + 1).
+    With these a small exact query allocates almost nothing (each allocation, with its reference counts, cost
+    ~0.1 us of a 3 us query)."""
+    nf, ni, nb_ = bb_scratch_size(n + 1, m + 1, nv, K)
+    return (np.empty(2 * n + m + 1 + nf), np.empty(2 * n + N_STATS + 4 * nv + 4 * n + m + 5 + ni, dtype=np.int64),
+            np.empty(n + nb_, dtype=np.bool_), np.empty(n + 1, dtype=np.int8))
 
 
 # numba counts references to every array it passes or slices: atomic operations that took half of a BT query
@@ -116,7 +126,7 @@ def solve_query(net, role, value, opts, trace, x):
     return solve_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
                      net.leaf_val, net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64,
                      net.cards, role, value, opts[0], opts[1], opts[2], opts[3], opts[4], opts[5], opts[6], trace, x,
-                     net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_f[:0], net.scratch_i[:0])
+                     net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t, net.scratch_f[:0], net.scratch_i[:0])
 
 
 QUERY_ARG_TYPES = (types.Array(types.int8, 1, "C", readonly=True), types.Array(types.int64, 1, "C", readonly=True),
@@ -140,7 +150,7 @@ def query_entry(net):
 @nb.njit(cache=True)
 def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
               uni_index, var_ptr, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
-              check_every, trace, x_full, fbuf, ibuf, kept, kbt_f, kbt_i):
+              check_every, trace, x_full, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i):
     """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
     ``passes.linear_weights_safe(W, log_w)`` enable the scaled-number sweeps; ``uni`` ... ``scope64`` are
     ``FlatSPN.map_plan``).
@@ -150,7 +160,7 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     upper_bound, stats, n_trace, ticks)``: ``stats`` a tuple of ``N_STATS`` counters, ``n_trace`` the rows the
     exact solvers wrote into ``trace`` (float64, (rows, 3); give (0, 3) for none), times ``clock.now()`` ticks
     (a tuple and the caller's buffers instead of new arrays: an array made here and returned to Python costs
-    ~0.4 us, three times an ``np.empty`` in Python). ``fbuf``, ``ibuf``, ``kept``: scratch as made by ``scratch``
+    ~0.4 us, three times an ``np.empty`` in Python). ``fbuf``, ``ibuf``, ``kept``, ``tbuf``: ``scratch``
     for this network, overwritten; ``kbt_f``, ``kbt_i``: ``k_best.kbt_scratch`` buffers for KBT (empty: KBT
     allocates its own).
     ``status`` is 0; ``NO_QUERY_IN_SCOPE`` when no query variable occurs in the network; ``BAD_QUERY`` when the
@@ -160,7 +170,7 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
     if method == BT or method == NG:
         return _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
-                           value, method == BT, x_full, fbuf, ibuf, kept)
+                           value, method == BT, x_full, fbuf, ibuf, kept[:node_type.shape[0]])
     t0 = now()
     nv = cards.shape[0]
     x_full[:] = -1
@@ -180,18 +190,25 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
             nq += 1
     qvars = ibuf[2 * n + N_STATS + nv:2 * n + N_STATS + nv + nq]
     rcards = ibuf[2 * n + N_STATS + 2 * nv:2 * n + N_STATS + 2 * nv + nq]
+    init_x = ibuf[2 * n + N_STATS + 3 * nv:2 * n + N_STATS + 3 * nv + nq]
+    m = children.shape[0]
+    red_f = fbuf[2 * n:2 * n + m + 1]                       # the reduced network and the search (see scratch)
+    o = 2 * n + N_STATS + 4 * nv
+    red_i = ibuf[o:o + 4 * n + m + 5]
+    bb_f, bb_i, bb_b = fbuf[2 * n + m + 1:], ibuf[o + 4 * n + m + 5:], kept[n:]
+    flags = kept[:n]
     for v in range(nv):
         if qindex[v] >= 0:
             qvars[qindex[v]] = v
             rcards[qindex[v]] = cards[v]
-    kept[:] = False
+    flags[:] = False
     found, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
-                           False, u, ue, kept)
+                           False, u, ue, flags)
     if found == 0:
         return NO_QUERY_IN_SCOPE, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
-    keep_uni_leaves(plan, child_ptr, children, role, kept)
+    keep_uni_leaves(plan, child_ptr, children, role, flags)
     t, ptr, ch, w, var, val = reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex,
-                                                  u, ue, kept, scaled, ck)
+                                                  u, ue, flags, scaled, ck, ibuf[n:2 * n], tbuf, red_i, red_f)
     stats[5] = t.shape[0]
     exact = False
     ub = np.nan
@@ -210,7 +227,7 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
         exact = True
         ub = best
     else:
-        init_x = np.zeros(nq, dtype=np.int64)
+        init_x[:] = 0
         init_val = -np.inf
         variant = FCOS
         if method == EXACT_MC:
@@ -223,7 +240,8 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
             init_x, _ = best_tree(t, ptr, ch, w, var, val, nq)
             init_val = log_value(t, ptr, ch, w, var, val, init_x, np.empty(t.shape[0]))
         xq, best, exact, ub, st, n_trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, variant, init_x,
-                                                            init_val, t0 + timeout_ticks, check_every, trace)
+                                                            init_val, t0 + timeout_ticks, check_every, trace,
+                                                            bb_f, bb_i, bb_b)
         stats[:5] = st
     for v in range(nv):
         if role[v] == 1:
@@ -233,7 +251,7 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     # every method's answer is evaluated the same way (the searches' own values can differ in the last bit, and
     # comparisons between methods must not count rounding as a win)
     lv, _ = evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, x_full, u, ue,
-                          kept, scaled)
+                          flags, scaled)
     if exact:
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
     return 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
@@ -271,7 +289,7 @@ def solve_batch(net, roles, values, opts, workers):
     counter = np.zeros(1, dtype=np.int64)
     n = node_type.shape[0]
     for _w in nb.prange(workers):   # each worker takes blocks of rows as it goes (workqueue: queries differ in
-        fbuf, ibuf, kept = scratch(n, nv)   # cost by orders of magnitude, so numba's one block per thread leaves
+        fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, cards.max())   # cost by orders of magnitude, so numba's one block per thread leaves
         # one idle), with its own scratch; KBT's too (a reduced network has at most one node and one edge more)
         kbt_f, kbt_i = kbt_scratch(n + 1, children.shape[0] + 1, k) if method == KBT else kbt_scratch(0, 0, 0)
         while True:
@@ -283,7 +301,7 @@ def solve_batch(net, roles, values, opts, workers):
                                                        leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64,
                                                        cards, roles[r], values[r], method, k, beam, seed,
                                                        max_rounds, timeout_ticks, check_every, no_trace, xs[r], fbuf,
-                                                       ibuf, kept, kbt_f, kbt_i)
+                                                       ibuf, kept, tbuf, kbt_f, kbt_i)
                 status[r] = s
                 lvs[r] = lv
                 exact[r] = ex
