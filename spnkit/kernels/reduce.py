@@ -72,6 +72,13 @@ def kept_nodes(keep, order):
     return count
 
 
+@nb.njit(cache=True, inline="always")
+def reduced_int_size(n, m):
+    """The int64 length ``build_reduced`` works in for a network of ``n`` nodes and ``m`` edges: the renumbering
+    (n) and the reduced network's pointers, variables, values and children (at most n + 1 nodes, m + 1 edges)."""
+    return 4 * n + m + 5
+
+
 @nb.njit(cache=True)
 def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, keep, c, order, n_new, tbuf,
                   ibuf, fbuf):
@@ -79,7 +86,7 @@ def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qin
     into the sum edge above it (``c``: every node's constant log-factor; ``keep``: has a query variable below).
 
     The arrays are views of ``tbuf`` (int8), ``ibuf`` (int64) and ``fbuf`` (float64) when these hold
-    ``n_nodes + 1``, ``4 * n_nodes + n_edges + 5`` and ``n_edges + 1`` (``solve.scratch``: a query's network
+    ``n_nodes + 1``, ``reduced_int_size`` and ``n_edges + 1`` (``solve.scratch``: a query's network
     then costs no allocation), else new arrays (give empty ones)."""
     n = node_type.shape[0]
     root = n - 1
@@ -87,7 +94,7 @@ def build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qin
         e = np.zeros(0, dtype=np.int64)
         return np.zeros(0, dtype=np.int8), np.zeros(1, dtype=np.int64), e, np.zeros(0), e, e
     wrap = node_type[root] != 1 and c[root] != 0.0
-    in_place = (tbuf.shape[0] >= n + 1 and ibuf.shape[0] >= 4 * n + children.shape[0] + 5
+    in_place = (tbuf.shape[0] >= n + 1 and ibuf.shape[0] >= reduced_int_size(n, children.shape[0])
                 and fbuf.shape[0] >= children.shape[0] + 1)
     new_id = ibuf[:n] if in_place else np.empty(n, dtype=np.int64)    # read only for kept nodes
     n_edges = 0

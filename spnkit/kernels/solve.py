@@ -22,6 +22,7 @@ from .k_best import k_best_tree_map, kbt_scratch
 from .linear import evaluate_kept, keep_uni_leaves, linear_map_fast, reduce_after_upward, upward
 from .maxprod import argmax_product, best_tree, brute_force
 from .passes import log_value
+from .reduce import reduced_int_size
 from .workqueue import claim
 
 BT = 0
@@ -74,12 +75,14 @@ def scratch(n, m, nv, K):
 
     Layout: ``fbuf`` = the sweep's values and carried constants (2 n), the reduced network's weights (m + 1),
     the search's floats; ``ibuf`` = exponents and descent stack or kept-node order (2 n), ``N_STATS`` counters,
-    four per-variable arrays (4 nv), the reduced network's integers (4 n + m + 5), the search's integers;
+    four per-variable arrays (4 nv), the reduced network's integers (``reduce.reduced_int_size``), the
+    search's integers;
     ``kept`` = the sweep's flags (n), the search's masks; ``tbuf`` = the reduced network's node types (n + 1).
     With these a small exact query allocates almost nothing (each allocation, with its reference counts, cost
     ~0.1 us of a 3 us query)."""
     nf, ni, nb_ = bb_scratch_size(n + 1, m + 1, nv, K)
-    return (np.empty(2 * n + m + 1 + nf), np.empty(2 * n + N_STATS + 4 * nv + 4 * n + m + 5 + ni, dtype=np.int64),
+    return (np.empty(2 * n + m + 1 + nf),
+            np.empty(2 * n + N_STATS + 4 * nv + reduced_int_size(n, m) + ni, dtype=np.int64),
             np.empty(n + nb_, dtype=np.bool_), np.empty(n + 1, dtype=np.int8))
 
 
@@ -194,8 +197,9 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     m = children.shape[0]
     red_f = fbuf[2 * n:2 * n + m + 1]                       # the reduced network and the search (see scratch)
     o = 2 * n + N_STATS + 4 * nv
-    red_i = ibuf[o:o + 4 * n + m + 5]
-    bb_f, bb_i, bb_b = fbuf[2 * n + m + 1:], ibuf[o + 4 * n + m + 5:], kept[n:]
+    nr = reduced_int_size(n, m)
+    red_i = ibuf[o:o + nr]
+    bb_f, bb_i, bb_b = fbuf[2 * n + m + 1:], ibuf[o + nr:], kept[n:]
     flags = kept[:n]
     for v in range(nv):
         if qindex[v] >= 0:
