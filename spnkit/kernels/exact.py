@@ -13,7 +13,12 @@ one from above (complete, decomposable, non-negative weights). Four variants, as
 * ``FCO``: FC + ordering: branch on the open variable with the largest ``max_k d[v, k]``, best value first.
 * ``FCOS``: FCO + staging: once 5 or more variables have been assigned since the last staging and more than
   one is open, the MAP->MAX reduction compiles the assigned ones into constants, so later passes run on a
-  smaller network (the authors' ``stage``; their threshold of 5).
+  smaller network (the authors' ``stage``; their threshold of 5). The staged networks are stacked in an arena
+  in the search's buffers (``ARENA`` times the largest network); one that does not fit is not made, and the
+  search goes on with the network it has (the same answer, more slowly; ``stats`` counts the stagings made).
+
+The search allocates nothing (``search_network``: its arrays are views of buffers made once per network or per
+``map_batch`` worker), so it is compiled without reference counting.
 
 Unlike the authors' (binary-only, value-only) code, every variant handles categorical variables, returns the
 optimal *assignment*, and is anytime: at the deadline it returns the incumbent and an upper bound, the best
@@ -25,13 +30,12 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from numba.typed import List
 
 from .clock import now
 from .derivative import derivatives_mask_scaled
 from .passes import log_value_mask_fast
-from .reduce import reduce_to_max
-from .scaled import split_weights, split_weights_into
+from .reduce import constants_log, count_reduced, fill_reduced, kept_nodes
+from .scaled import split_weights_into
 
 MC = 0
 FC = 1
@@ -62,18 +66,15 @@ def _n_open(mask, cards):
     return c
 
 
-@nb.njit(cache=True, inline="always")     # a call passes ~15 arrays, each refcounted: 0.5 us on a small query
-def _forward_check(level, mask, cards, inc, val, dr, d, scratch):
+@nb.njit(cache=True, _nrt=False)
+def _forward_check(nt, ptr, ch, W, We, lv, lval, mask, cards, inc, val, dr, d, e, de, dvm, dve):
     """Prune values whose derivative bound is no better than ``inc`` until nothing changes.
 
-    ``level``: the network as ``(node_type, child_ptr, children, log_w, leaf_var, leaf_val, W, We, lin_ok)``
-    (``scaled.split_weights``); its derivative passes run on scaled numbers (``scratch``: their integer and
-    per-value buffers).
+    ``nt`` ... ``lval``: the network, its weights as scaled numbers (``scaled.split_weights``); the derivative
+    passes run on scaled numbers (``e``, ``de``, ``dvm``, ``dve``: their integer and per-value buffers).
     Returns ``(status, root bound, derivative passes run)``; ``mask`` is narrowed in place and ``d`` holds
     the last pass (valid for the final ``mask`` when the status is OPEN or COMPLETE).
     """
-    nt, ptr, ch, _, lv, lval, W, We, _ = level
-    e, de, dvm, dve = scratch
     passes = 0
     while True:
         root = derivatives_mask_scaled(nt, ptr, ch, W, We, lv, lval, mask, val, dr, e, de, dvm, dve, d)
@@ -101,27 +102,6 @@ def _forward_check(level, mask, cards, inc, val, dr, d, scratch):
             return (OPEN if n_open > 0 else COMPLETE), root, passes
 
 
-@nb.njit(cache=True)
-def _stage(level, mask, cards):
-    """The MAP->MAX reduction of ``level``'s network with every assigned variable as evidence; the open
-    variables keep their indices (and their narrowed domains stay in ``mask``). Returns the new level."""
-    nt, ptr, ch, w, lv, lval, _, _, _ = level
-    nv = cards.shape[0]
-    role = np.zeros(nv, dtype=np.int8)
-    value = np.full(nv, -1, dtype=np.int64)
-    qindex = np.full(nv, -1, dtype=np.int64)
-    assigned = _assignment(mask, cards)
-    for v in range(nv):
-        if _n_allowed(mask, cards, v) == 1:
-            role[v] = 1
-            value[v] = assigned[v]
-        else:
-            qindex[v] = v
-    snt, sptr, sch, sw, slv, slval = reduce_to_max(nt, ptr, ch, w, lv, lval, role, value, qindex)
-    sW, sWe, s_linear = split_weights(sw)
-    return snt, sptr, sch, sw, slv, slval, sW, sWe, s_linear
-
-
 @nb.njit(cache=True, _nrt=False)
 def _record(trace, n_trace, t, best, ub):
     """Append a trace row; when the trace is full, overwrite its last row (the latest state matters most)."""
@@ -132,17 +112,6 @@ def _record(trace, n_trace, t, best, ub):
     trace[k, 1] = best
     trace[k, 2] = ub
     return k + 1
-
-
-@nb.njit(cache=True)
-def _assignment(mask, cards):
-    x = np.zeros(cards.shape[0], dtype=np.int64)
-    for v in range(cards.shape[0]):
-        for k in range(cards[v]):
-            if mask[v, k]:
-                x[v] = k
-                break
-    return x
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -164,85 +133,201 @@ def _pick_branch(mask, cards, d, ordering):
     return best_v
 
 
-@nb.njit(cache=True)
+ARENA = 8     # staged networks held at once, in units of the largest one: a staging that does not fit is skipped
+
+
+@nb.njit(cache=True, inline="always")
 def bb_scratch_size(n, m, nv, K):
-    """The float64, int64 and bool lengths ``branch_and_bound`` works in for a network of up to ``n`` nodes and
-    ``m`` edges over ``nv`` variables of at most ``K`` values."""
-    D = nv + 2
-    return (2 * (n + 1) + 2 * nv * K + D * K + m, 5 + 5 * D + D * K + 2 * (n + 1) + nv * K + m,
-            nv + nv * K + D * nv * K)
+    """The float64, int64, bool and int8 lengths ``search_network`` works in for a network of up to ``n`` nodes
+    and ``m`` edges over ``nv`` variables of at most ``K`` values (``_layout`` cuts them in the same order)."""
+    nl, ml, D, L = n + 1, m + 1, nv + 2, nv // STAGE_EVERY + 2
+    NA, EA = ARENA * nl, ARENA * ml
+    return (3 * nl + 2 * nv * K + D * K + 2 * EA,
+            5 * D + D * K + 4 * nl + nv * K + 4 * L + 3 * NA + L + 2 * EA + 2 * nv,
+            nv + nv * K + D * nv * K + nl + L,
+            NA + nv)
+
+
+@nb.njit(cache=True, inline="always")
+def _layout(fscr, iscr, bscr, tscr, n, m, nv, K):
+    """The search's arrays as views of its four buffers (sized by ``bb_scratch_size(n, m, nv, K)``). Inlined:
+    the views are made without reference counts in ``search_network``."""
+    nl, ml, D, L = n + 1, m + 1, nv + 2, nv // STAGE_EVERY + 2
+    NA, EA = ARENA * nl, ARENA * ml
+    o = 3 * nl
+    d = fscr[o:o + nv * K].reshape((nv, K))
+    dvm = fscr[o + nv * K:o + 2 * nv * K].reshape((nv, K))
+    o += 2 * nv * K
+    f_bnd = fscr[o:o + D * K].reshape((D, K))
+    o += D * K
+    fl = (fscr[:nl], fscr[nl:2 * nl], fscr[2 * nl:3 * nl], d, dvm, f_bnd, fscr[o:o + EA], fscr[o + EA:o + 2 * EA])
+    f_int = iscr[:5 * D].reshape((5, D))
+    o = 5 * D
+    f_vals = iscr[o:o + D * K].reshape((D, K))
+    o += D * K
+    e, de, order, new_id = iscr[o:o + nl], iscr[o + nl:o + 2 * nl], iscr[o + 2 * nl:o + 3 * nl], \
+        iscr[o + 3 * nl:o + 4 * nl]
+    o += 4 * nl
+    dve = iscr[o:o + nv * K].reshape((nv, K))
+    o += nv * K
+    lv_tab = iscr[o:o + 4 * L].reshape((4, L))
+    o += 4 * L
+    a_ptr = iscr[o:o + NA + L]
+    o += NA + L
+    a_var, a_val, a_ch, a_we = iscr[o:o + NA], iscr[o + NA:o + 2 * NA], iscr[o + 2 * NA:o + 2 * NA + EA], \
+        iscr[o + 2 * NA + EA:o + 2 * NA + 2 * EA]
+    o += 2 * NA + 2 * EA
+    it = (f_int, f_vals, e, de, order, new_id, dve, lv_tab, a_ptr, a_var, a_val, a_ch, a_we, iscr[o:o + nv],
+          iscr[o + nv:o + 2 * nv])
+    o = nv + nv * K
+    bl = (bscr[:nv], bscr[nv:o].reshape((nv, K)), bscr[o:o + D * nv * K].reshape((D, nv, K)),
+          bscr[o + D * nv * K:o + D * nv * K + nl], bscr[o + D * nv * K + nl:o + D * nv * K + nl + L])
+    return fl, it, bl, (tscr[:NA], tscr[NA:NA + nv])
+
+
+@nb.njit(cache=True, inline="always")
+def _level(k, lv_tab, a_t, a_ptr, a_ch, a_w, a_W, a_We, a_var, a_val):
+    """Level ``k``'s network as views of the arena: ``(node_type, child_ptr, children, log_w, W, We, leaf_var,
+    leaf_val)``. Level k's pointers start k slots after its nodes (each level has one more pointer than nodes)."""
+    no, eo, nn, ne = lv_tab[0, k], lv_tab[1, k], lv_tab[2, k], lv_tab[3, k]
+    return (a_t[no:no + nn], a_ptr[no + k:no + k + nn + 1], a_ch[eo:eo + ne], a_w[eo:eo + ne], a_W[eo:eo + ne],
+            a_We[eo:eo + ne], a_var[no:no + nn], a_val[no:no + nn])
+
+
+@nb.njit(cache=True, _nrt=False)
+def _stage(k, mask, cards, lv_tab, lv_lin, a_t, a_ptr, a_ch, a_w, a_W, a_We, a_var, a_val, keep, c, order, new_id,
+           role, value, qindex):
+    """Stage level ``k`` (the top of the stack): the MAP->MAX reduction of its network with every assigned
+    variable as evidence, written as level ``k + 1`` right after it in the arena (the open variables keep their
+    indices; their narrowed domains stay in ``mask``). Returns the new network's node count, or 0 when it does
+    not fit the arena or the level table (the search then goes on with level ``k``: slower, as exact)."""
+    nt, ptr, ch, w, _, _, var, val = _level(k, lv_tab, a_t, a_ptr, a_ch, a_w, a_W, a_We, a_var, a_val)
+    nn = nt.shape[0]
+    if k + 1 >= lv_tab.shape[1] or nn > keep.shape[0]:
+        return 0
+    for v in range(cards.shape[0]):
+        first, cnt = -1, 0
+        for j in range(cards[v]):
+            if mask[v, j]:
+                cnt += 1
+                if first < 0:
+                    first = j
+        role[v], value[v], qindex[v] = (1, first, -1) if cnt == 1 else (0, -1, v)
+    kp, cc = keep[:nn], c[:nn]
+    constants_log(nt, ptr, ch, w, var, val, role, value, kp, cc)
+    if not kp[nn - 1]:
+        return 0
+    n_kept = kept_nodes(kp, order)
+    total, n_e, wrap = count_reduced(nt, ptr, ch, kp, cc, order, n_kept, new_id)
+    no, eo = lv_tab[0, k] + nn, lv_tab[1, k] + ch.shape[0]
+    if no + total > a_var.shape[0] or eo + n_e > a_ch.shape[0]:
+        return 0
+    k1 = k + 1
+    fill_reduced(nt, ptr, ch, w, var, val, qindex, kp, cc, order, n_kept, new_id, wrap, a_t[no:no + total],
+                 a_ptr[no + k1:no + k1 + total + 1], a_ch[eo:eo + n_e], a_w[eo:eo + n_e], a_var[no:no + total],
+                 a_val[no:no + total])
+    lv_lin[k1] = split_weights_into(a_w[eo:eo + n_e], a_W[eo:eo + n_e], a_We[eo:eo + n_e])
+    lv_tab[0, k1], lv_tab[1, k1], lv_tab[2, k1], lv_tab[3, k1] = no, eo, total, n_e
+    return total
+
+
+@nb.njit(cache=True, _nrt=False)
+def _copy_mask(dst, src):
+    """``dst[:, :] = src``, as a loop: numba's slice assignment copies the source first when the two might
+    overlap, an allocation."""
+    for v in range(src.shape[0]):
+        for k in range(src.shape[1]):
+            dst[v, k] = src[v, k]
+
+
+@nb.njit(cache=True, inline="always")
+def _max_card(cards):
+    K = 1
+    for v in range(cards.shape[0]):
+        K = max(K, cards[v])
+    return K
 
 
 @nb.njit(cache=True)
 def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, variant,
-                     init_x, init_val, deadline, check_every, trace, fscr, iscr, bscr):
-    """Solve ``max_x S(x)`` exactly over a MAX instance (every variable a query variable).
+                     init_x, init_val, deadline, check_every, trace, fscr, iscr, bscr, tscr, n_cap, m_cap):
+    """Solve ``max_x S(x)`` exactly over a MAX instance (every variable a query variable): ``search_network``
+    with its buffers (``fscr``, ``iscr``, ``bscr``, ``tscr``: float64, int64, bool and int8 of at least
+    ``bb_scratch_size(n_cap, m_cap, ...)``, ``n_cap``/``m_cap`` at least the network's node/edge counts; the
+    larger, the more staged networks fit), or new ones when they are smaller. Returns ``(x, value, exact,
+    upper_bound, stats, n_trace)``, ``x`` and ``stats`` new arrays."""
+    nv = cards.shape[0]
+    K = _max_card(cards)
+    n_cap, m_cap = max(n_cap, node_type.shape[0]), max(m_cap, children.shape[0])
+    nf, ni, nb_, nt = bb_scratch_size(n_cap, m_cap, nv, K)
+    if fscr.shape[0] < nf or iscr.shape[0] < ni or bscr.shape[0] < nb_ or tscr.shape[0] < nt:
+        n_cap, m_cap = node_type.shape[0], children.shape[0]
+        nf, ni, nb_, nt = bb_scratch_size(n_cap, m_cap, nv, K)
+        fscr, iscr = np.empty(nf), np.empty(ni, dtype=np.int64)
+        bscr, tscr = np.empty(nb_, dtype=np.bool_), np.empty(nt, dtype=np.int8)
+    x = np.empty(nv, dtype=np.int64)
+    stats = np.zeros(5, dtype=np.int64)
+    best, exact, ub, n_trace = search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards,
+                                              variant, init_x, init_val, deadline, check_every, trace, n_cap, m_cap,
+                                              fscr, iscr, bscr, tscr, x, stats)
+    return x, best, exact, ub, stats, n_trace
+
+
+@nb.njit(cache=True, _nrt=False)
+def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, variant, init_x, init_val,
+                   deadline, check_every, trace, n_cap, m_cap, fscr, iscr, bscr, tscr, x, stats):
+    """The depth-first branch and bound, allocating nothing (so compiled without reference counts: they were
+    half of a small query's time).
 
     ``init_x``/``init_val``: the initial incumbent (``init_val = -inf`` for none, the authors' protocol).
     ``deadline``: a ``clock.now()`` tick count (``clock.NEVER`` for none), checked every ``check_every``
-    expansions.
+    expansions. ``fscr``, ``iscr``, ``bscr``, ``tscr``: buffers of at least ``bb_scratch_size(n_cap, m_cap,
+    n_vars, max card)``, with ``n_cap``/``m_cap`` at least the network's node/edge counts. The network is copied
+    into the buffers' arena as level 0; FCOS's staged networks are stacked after it.
 
-    Returns ``(x, value, exact, upper_bound, stats, n_trace)``: stats = [expansions, derivative or upward
-    passes, stagings, max depth, networks' summed node count]. ``trace`` (float64, shape (max rows, 3), filled
-    here; ticks fit exactly up to 2**53) receives ``n_trace`` rows (clock ticks since start, incumbent, bound):
-    one at every improvement, and at deadline checks when the bound moved or time grew by 5 %; when full, the
-    last row keeps the latest state. ``fscr``, ``iscr``, ``bscr``: float64, int64 and bool buffers of at least
-    ``bb_scratch_size`` for this network (``solve.scratch``: a small query then allocates nothing for its
-    search), or empty ones (new arrays).
+    The answer goes into ``x`` (int64, (n_vars,)) and the counters into ``stats`` (int64, 5: expansions,
+    derivative or upward passes, stagings, max depth, staged networks' summed node count). Returns ``(value,
+    exact, upper_bound, n_trace)``. ``trace`` (float64, shape (max rows, 3); ticks fit exactly up to 2**53)
+    receives ``n_trace`` rows (clock ticks since start, incumbent, bound): one at every improvement, and at
+    deadline checks when the bound moved or time grew by 5 %; when full, the last row keeps the latest state.
     """
     t0 = now()
     nv = cards.shape[0]
-    K = 1
-    for v in range(nv):
-        K = max(K, cards[v])
-    n_nodes0 = node_type.shape[0]
-    max_depth = nv + 2
-    ns, vs = (0, 0) if variant == MC else (n_nodes0 + 1, nv)        # MC runs no derivative pass
-    # the search's arrays are views of three buffers: on a small query (a 157-node network at 1:1:8, ~4 us)
-    # each allocation and free costs ~50 ns, and there were seventeen
-    n1 = n_nodes0 + 1
-    n_e = children.shape[0]
-    nf, ni, nb_ = bb_scratch_size(n_nodes0, n_e, nv, K)
-    if fscr.shape[0] < nf or iscr.shape[0] < ni or bscr.shape[0] < nb_:
-        fscr, iscr, bscr = np.empty(nf), np.empty(ni, dtype=np.int64), np.empty(nb_, dtype=np.bool_)
-    fbuf = fscr[:2 * n1 + nv * K + max_depth * K + vs * K]
-    val, dr = fbuf[:n1], fbuf[n1:2 * n1]
-    d = fbuf[2 * n1:2 * n1 + nv * K].reshape((nv, K))
-    f_bnd = fbuf[2 * n1 + nv * K:2 * n1 + nv * K + max_depth * K].reshape((max_depth, K))
-    ibuf = iscr[:5 + 5 * max_depth + max_depth * K + 2 * ns + vs * K]
-    ibuf[:5 + 5 * max_depth] = 0               # the counters and frames; the rest is written before it is read
-    stats = ibuf[:5]
-    f_int = ibuf[5:5 + 5 * max_depth].reshape((5, max_depth))
-    o = 5 + 5 * max_depth
-    f_vals = ibuf[o:o + max_depth * K].reshape((max_depth, K))
-    o += max_depth * K
-    scratch = (ibuf[o:o + ns], ibuf[o + ns:o + 2 * ns], fbuf[fbuf.shape[0] - vs * K:].reshape((vs, K)),
-               ibuf[o + 2 * ns:].reshape((vs, K)))
-    bbuf = bscr[:nv + nv * K + max_depth * nv * K]
-    bbuf[:nv + nv * K] = False                 # present and mask; a frame's mask is copied in before it is read
-    present = bbuf[:nv]
-    mask = bbuf[nv:nv + nv * K].reshape((nv, K))
-    f_mask = bbuf[nv + nv * K:].reshape((max_depth, nv, K))
-    for i in range(n_nodes0):
+    K = _max_card(cards)
+    n0, m0 = node_type.shape[0], children.shape[0]
+    fl, it, bl, tl = _layout(fscr, iscr, bscr, tscr, n_cap, m_cap, nv, K)
+    val, dr, c_st, d, dvm, f_bnd, a_w, a_W = fl
+    f_int, f_vals, e_s, de, order, new_id, dve, lv_tab, a_ptr, a_var, a_val, a_ch, a_We, st_value, st_qindex = it
+    present, mask, f_mask, keep, lv_lin = bl
+    a_t, st_role = tl
+    f_int[:, :] = 0
+    stats[:5] = 0
+    present[:] = False
+    mask[:, :] = False
+    for i in range(n0):                                     # level 0: the network itself
+        a_t[i] = node_type[i]
+        a_var[i] = leaf_var[i]
+        a_val[i] = leaf_val[i]
+        a_ptr[i] = child_ptr[i]
         if node_type[i] == 0:
             present[leaf_var[i]] = True
-
-    W = fscr[nf - n_e:nf]
-    We = iscr[ni - n_e:ni]
-    lin_ok = split_weights_into(log_w, W, We)      # MC's passes take the linear fast path when lin_ok
-    best_x = init_x.copy()
+    a_ptr[n0] = child_ptr[n0]
+    for j in range(m0):
+        a_ch[j] = children[j]
+        a_w[j] = log_w[j]
+    lv_lin[0] = split_weights_into(log_w, a_W[:m0], a_We[:m0])   # MC's passes take the linear path when set
+    lv_tab[0, 0], lv_tab[1, 0], lv_tab[2, 0], lv_tab[3, 0] = 0, 0, n0, m0
+    nt0, ptr0, ch0, w0, W0, We0, var0, val0 = _level(0, lv_tab, a_t, a_ptr, a_ch, a_w, a_W, a_We, a_var, a_val)
+    lin0 = lv_lin[0]
+    for v in range(nv):
+        x[v] = init_x[v]
     best = init_val
     n_trace = 0
     last_t = 0.0                       # time and bound of the last trace row
     last_ub = np.inf
-
-    base = (node_type, child_ptr, children, log_w, leaf_var, leaf_val, W, We, lin_ok)
-    # FCOS keeps a stack of staged networks (a typed list: 0.3 us to make, a fifth of a small query's search);
-    # staging needs more than STAGE_EVERY + 1 variables, so the other cases make none
+    # FCOS stacks staged networks in the arena; staging needs more than STAGE_EVERY + 1 variables
     staging = variant == FCOS and nv > STAGE_EVERY + 1
-    if staging:
-        levels = List()
-        levels.append(base)
+    n_levels = 1
 
     f_var, f_next, f_cnt, f_level, level_assigned = f_int[0], f_int[1], f_int[2], f_int[3], f_int[4]
     for v in range(nv):
@@ -258,9 +343,8 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     while True:
         # ---- expand the node described by ``mask`` (a child of frame ``top``, or the root) -------------
         expansions += 1
-        if variant == MC:               # MC never stages: the network's arrays are the base ones (unpacked once:
-            bound = log_value_mask_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, mask,
-                                        val)    # a tuple unpacked per expansion costs a reference count per array)
+        if variant == MC:               # MC never stages
+            bound = log_value_mask_fast(nt0, ptr0, ch0, w0, W0, lin0, var0, val0, mask, val)
             stats[1] += 1
             if bound <= best:
                 status = PRUNED
@@ -269,28 +353,36 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
             else:
                 status = OPEN
         else:
-            lvl = levels[parent_level] if staging else base
-            status, bound, passes = _forward_check(lvl, mask, cards, best, val, dr, d, scratch)
+            nt, ptr, ch, _, W, We, lv, lval = _level(parent_level, lv_tab, a_t, a_ptr, a_ch, a_w, a_W, a_We, a_var,
+                                                     a_val)
+            status, bound, passes = _forward_check(nt, ptr, ch, W, We, lv, lval, mask, cards, best, val, dr, d,
+                                                   e_s, de, dvm, dve)
             stats[1] += passes
         if status == COMPLETE:
             best = bound
-            best_x = _assignment(mask, cards)
+            for v in range(nv):
+                for k in range(cards[v]):
+                    if mask[v, k]:
+                        x[v] = k
+                        break
             last_t = now() - t0
             n_trace = _record(trace, n_trace, last_t, best, max(last_ub, best))
         elif status == OPEN:
             top += 1
-            f_mask[top] = mask
+            _copy_mask(f_mask[top], mask)
             f_level[top] = parent_level
             if staging:
                 n_open = _n_open(mask, cards)
                 n_assigned = nv - n_open
                 if n_open > 1 and n_assigned - level_assigned[parent_level] >= STAGE_EVERY:
-                    staged = _stage(lvl, mask, cards)
-                    levels.append(staged)
-                    level_assigned[len(levels) - 1] = n_assigned
-                    f_level[top] = len(levels) - 1
-                    stats[2] += 1
-                    stats[4] += staged[0].shape[0]
+                    size = _stage(parent_level, mask, cards, lv_tab, lv_lin, a_t, a_ptr, a_ch, a_w, a_W, a_We, a_var,
+                                  a_val, keep, c_st, order, new_id, st_role, st_value, st_qindex)
+                    if size > 0:
+                        n_levels += 1
+                        level_assigned[n_levels - 1] = n_assigned
+                        f_level[top] = n_levels - 1
+                        stats[2] += 1
+                        stats[4] += size
             v = _pick_branch(mask, cards, d, variant >= FCO)
             f_var[top] = v
             cnt = 0
@@ -339,14 +431,13 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
                 found = True
                 break
             top -= 1
-            if staging:
-                while len(levels) > (f_level[top] + 1 if top >= 0 else 1):
-                    levels.pop()
+            if staging:                 # the levels above the frame's own are no longer on the path
+                n_levels = f_level[top] + 1 if top >= 0 else 1
         if not found:
             break
         j = f_next[top]
         f_next[top] += 1
-        mask[:] = f_mask[top]
+        _copy_mask(mask, f_mask[top])
         v = f_var[top]
         mask[v, :] = False
         mask[v, f_vals[top, j]] = True
@@ -359,8 +450,6 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
             for j in range(f_next[f], f_cnt[f]):
                 if f_bnd[f, j] > ub:
                     ub = f_bnd[f, j]
-    if best == -np.inf and not timed_out:
-        # every completion has probability 0 (or the search found nothing above init_val = -inf)
-        best_x = init_x.copy()
+    # (with no completion above init_val, x still holds init_x)
     n_trace = _record(trace, n_trace, now() - t0, best, ub)
-    return best_x, best, not timed_out, ub, stats, n_trace
+    return best, not timed_out, ub, n_trace

@@ -7,7 +7,7 @@ solver's score (max-product value for BT, marginal for NG) *including* the const
 into the edge weights above it. At a query sum node, ``w_j * u[child_j]`` is then exactly the reduced
 network's ``w'_j * score(child_j)``, so the top-down pass makes the reduced network's choices. A second sweep
 re-evaluates only the query part at the chosen assignment, reusing the constants. The other methods build the
-reduced network from the same sweep's constants (``reduce_after_upward``).
+reduced network from the same sweep's constants (``carry_constants``).
 
 Three things keep the sweep short (``FlatSPN.map_plan`` computes what they need once per network):
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from .maxprod import descend_into
 from .passes import leaf_role, node_value, product_edges, sum_edges
-from .reduce import build_reduced, kept_nodes
+from .reduce import kept_nodes
 from .scaled import BLOCK, E_ZERO, best_child, normalize, pow2, product_node, to_log
 
 ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -445,13 +445,12 @@ def keep_uni_leaves(plan, child_ptr, children, role, kept):
                     kept[children[j]] = True
 
 
-@nb.njit(cache=True)
-def reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, u, ue, kept, scaled,
-                        ck, order, tbuf, ibuf, fbuf):
-    """The MAP->MAX reduction (``reduce.reduce_to_max``'s arrays) from an NG-style ``upward`` for the query:
-    ``u``/``ue`` hold every non-query node's constant. ``ck``: float scratch (n_nodes,), gets each query
-    product's carried log constant; ``order``: int64 scratch (n_nodes,); ``tbuf``, ``ibuf``, ``fbuf``: where
-    the reduced network is built (``reduce.build_reduced``)."""
+@nb.njit(cache=True, _nrt=False)
+def carry_constants(node_type, child_ptr, children, u, ue, kept, scaled, ck, order):
+    """For the MAP->MAX reduction after an NG-style ``upward`` for the query (``u``/``ue`` hold every non-query
+    node's constant): the kept nodes in ``order`` (int64 scratch, (n_nodes,)), and in ``ck`` (float scratch,
+    (n_nodes,)) each kept product's carried log constant, the product of its constant children. Returns the
+    kept count; ``reduce.count_reduced`` and ``reduce.fill_reduced`` then build the network."""
     n_kept = kept_nodes(kept, order)
     for p in range(n_kept):                # children first; only the constants the reduced network reads
         i = order[p]
@@ -474,5 +473,4 @@ def reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_va
             if scaled:
                 acc += to_log(m, e)
         ck[i] = acc
-    return build_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, kept, ck, order, n_kept,
-                         tbuf, ibuf, fbuf)
+    return n_kept

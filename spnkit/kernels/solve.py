@@ -17,12 +17,12 @@ from numba.core import types
 
 from .beam import beam_search
 from .clock import now
-from .exact import FC, FCO, FCOS, MC, bb_scratch_size, branch_and_bound
+from .exact import FCOS, bb_scratch_size, branch_and_bound, search_network
 from .k_best import k_best_tree_map, kbt_scratch
-from .linear import evaluate_kept, keep_uni_leaves, linear_map_fast, reduce_after_upward, upward
+from .linear import carry_constants, evaluate_kept, keep_uni_leaves, linear_map_fast, upward
 from .maxprod import argmax_product, best_tree, brute_force
 from .passes import log_value
-from .reduce import reduced_int_size
+from .reduce import count_reduced, fill_reduced, reduced_int_size, reduced_views
 from .workqueue import claim
 
 BT = 0
@@ -77,21 +77,27 @@ def scratch(n, m, nv, K):
     the search's floats; ``ibuf`` = exponents and descent stack or kept-node order (2 n), ``N_STATS`` counters,
     four per-variable arrays (4 nv), the reduced network's integers (``reduce.reduced_int_size``), the
     search's integers;
-    ``kept`` = the sweep's flags (n), the search's masks; ``tbuf`` = the reduced network's node types (n + 1).
+    ``kept`` = the sweep's flags (n), the search's masks; ``tbuf`` = the reduced network's node types (n + 1),
+    the search's (staged networks' node types, the staging's roles); ``exact.bb_scratch_size`` gives the
+    search's part.
     With these a small exact query allocates almost nothing (each allocation, with its reference counts, cost
     ~0.1 us of a 3 us query)."""
-    nf, ni, nb_ = bb_scratch_size(n + 1, m + 1, nv, K)
+    nf, ni, nb_, nt = bb_scratch_size(n + 1, m + 1, nv, K)
     return (np.empty(2 * n + m + 1 + nf),
             np.empty(2 * n + N_STATS + 4 * nv + reduced_int_size(n, m) + ni, dtype=np.int64),
-            np.empty(n + nb_, dtype=np.bool_), np.empty(n + 1, dtype=np.int8))
+            np.empty(n + nb_, dtype=np.bool_), np.empty(n + 1 + nt, dtype=np.int8))
 
 
 # numba counts references to every array it passes or slices: atomic operations that took half of a BT query
 # on a 157-node network (perf: NRT_incref/NRT_decref). The linear methods allocate nothing, so their kernels
 # are compiled without reference counting (``_nrt=False``); so are the sweeps that every method shares
-# (``kernels.linear``, ``maxprod.descend_into``) and the value/derivative passes. A callee without its own flag
-# is compiled with the caller's, so nothing below an ``_nrt=False`` kernel may allocate: tests/spnkit/
-# test_nrt_audit.py checks the source, test_refcounts.py that every method frees what it allocates.
+# (``kernels.linear``, ``maxprod.descend_into``), the value/derivative passes and the four searches without a
+# warm start (``_exact_one``, ``exact.search_network``). A callee without its own flag is compiled with the
+# caller's, so nothing below an ``_nrt=False`` kernel may allocate: tests/spnkit/test_nrt_audit.py checks the
+# source, test_refcounts.py that every method frees what it allocates. An ``_nrt=False`` function must not
+# return an array to a counting caller (which would release a reference it never took): the helpers that
+# return views (``_views``, ``reduce.reduced_views``, ``exact._layout``, ``exact._level``) are inlined instead,
+# so each caller makes the views under its own flags.
 @nb.njit(cache=True, _nrt=False)
 def _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
                 use_max, x_full, fbuf, ibuf, kept):
@@ -107,12 +113,96 @@ def _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
     return status, lv, False, np.nan, (0, 0, 0, 0, 0, n_kept), 0, now() - t0
 
 
-@nb.njit(cache=True)
-def _linear_query(net, role, value, use_max, x):
-    """``solve_query`` for BT and NG."""
-    return _linear_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
-                       net.leaf_val, (net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64),
-                       net.cards, role, value, use_max, x, net.scratch_f, net.scratch_i, net.scratch_b)
+@nb.njit(cache=True, inline="always")
+def _views(n, m, nv, fbuf, ibuf, kept, tbuf):
+    """``solve_one``'s working arrays as views of the ``scratch`` buffers for a network of ``n`` nodes and ``m``
+    edges over ``nv`` variables. Inlined: a kernel without reference counts makes them without any."""
+    o = 2 * n + N_STATS
+    nr = reduced_int_size(n, m)
+    q = o + 4 * nv
+    return (fbuf[:n], ibuf[:n], fbuf[n:2 * n], ibuf[n:2 * n], ibuf[2 * n:o], ibuf[o:o + nv], ibuf[o + nv:o + 2 * nv],
+            ibuf[o + 2 * nv:o + 3 * nv], ibuf[o + 3 * nv:q], kept[:n], tbuf[:n + 1], ibuf[q:q + nr],
+            fbuf[2 * n:2 * n + m + 1], (fbuf[2 * n + m + 1:], ibuf[q + nr:], kept[n:], tbuf[n + 1:]))
+
+
+@nb.njit(cache=True, _nrt=False)
+def _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value, x_full,
+             u, ue, ck, order, stats, qindex, qvars, rcards, flags, red_t, red_i, red_f):
+    """Every method but BT/NG starts here: check the query, number its query variables (``qindex``; ``qvars``
+    and ``rcards`` get each one's variable and cardinality), one ``upward`` sweep, and the reduced network built
+    from its constants into ``red_t``/``red_i``/``red_f`` (``reduce.reduced_views`` from offset n).
+    Returns ``(status, query variables, reduced nodes, reduced edges, scaled)``."""
+    x_full[:] = -1
+    stats[:] = 0
+    if not _fits(cards, role, value):
+        return BAD_QUERY, 0, 0, 0, False
+    nq = 0
+    for v in range(cards.shape[0]):
+        qindex[v] = -1
+        if role[v] == 0:
+            qindex[v] = nq
+            qvars[nq] = v
+            rcards[nq] = cards[v]
+            nq += 1
+    flags[:] = False
+    found, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
+                           False, u, ue, flags)
+    n = node_type.shape[0]
+    if found == 0 or not flags[n - 1]:
+        return NO_QUERY_IN_SCOPE, nq, 0, 0, scaled
+    keep_uni_leaves(plan, child_ptr, children, role, flags)
+    n_kept = carry_constants(node_type, child_ptr, children, u, ue, flags, scaled, ck, order)
+    new_id = red_i[:n]
+    total, n_e, wrap = count_reduced(node_type, child_ptr, children, flags, ck, order, n_kept, new_id)
+    t, ptr, ch, w, var, val = reduced_views(red_t, red_i, red_f, n, total, n_e)
+    fill_reduced(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex, flags, ck, order, n_kept, new_id,
+                 wrap, t, ptr, ch, w, var, val)
+    stats[5] = total
+    return 0, nq, total, n_e, scaled
+
+
+@nb.njit(cache=True, _nrt=False)
+def _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars, xq, u,
+            ue, flags, scaled):
+    """The answer in ``x_full`` (evidence values, ``xq`` on the query variables) and its exact log value: every
+    method's answer is evaluated the same way (the searches' own values can differ in the last bit, and
+    comparisons between methods must not count rounding as a win)."""
+    for v in range(role.shape[0]):
+        if role[v] == 1:
+            x_full[v] = value[v]
+    for i in range(xq.shape[0]):
+        x_full[qvars[i]] = xq[i]
+    lv, _ = evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, x_full, u, ue,
+                          flags, scaled)
+    return lv
+
+
+@nb.njit(cache=True, _nrt=False)
+def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
+               variant, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf):
+    """``solve_one`` for the four branch-and-bound variants without a warm start (``exact.MC`` ... ``FCOS``):
+    nothing is allocated, so nothing is reference-counted (on a 157-node network at 1:1:8 the counts were half
+    of the query)."""
+    t0 = now()
+    n = node_type.shape[0]
+    u, ue, ck, order, stats, qindex, qvars, rcards, init_x, flags, red_t, red_i, red_f, bb = _views(
+        n, children.shape[0], cards.shape[0], fbuf, ibuf, kept, tbuf)
+    status, nq, total, n_e, scaled = _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val,
+                                              plan, cards, role, value, x_full, u, ue, ck, order, stats, qindex,
+                                              qvars, rcards, flags, red_t, red_i, red_f)
+    if status != 0:
+        return status, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
+    t, ptr, ch, w, var, val = reduced_views(red_t, red_i, red_f, n, total, n_e)
+    xq = init_x[:nq]
+    xq[:] = 0
+    best, exact, ub, n_trace = search_network(t, ptr, ch, w, var, val, rcards[:nq], variant, xq, -np.inf,
+                                              t0 + timeout_ticks, check_every, trace, n + 1, children.shape[0] + 1,
+                                              bb[0], bb[1], bb[2], bb[3], xq, stats)
+    lv = _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars, xq,
+                 u, ue, flags, scaled)
+    if exact:
+        ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
+    return 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
 
 
 OPTIONS = ("method", "k", "beam", "seed", "max_rounds", "deadline", "check_every")   # solve_query's opts array
@@ -123,12 +213,21 @@ def solve_query(net, role, value, opts, trace, x):
     """Answer one MAP query on ``net`` (a ``kernels.net.KernelNet``, ``FlatSPN.kernel_net``). ``opts``: int64
     array of the ``OPTIONS`` (method code, k, beam, seed, max_rounds, deadline in ``clock.now()`` ticks,
     check_every). One struct and one array instead of 24 arguments: numba types each argument on every call.
-    ``x``: the caller's int64 (n_vars,) array for the answer. Arguments and result as for ``solve_one``."""
-    if opts[0] == BT or opts[0] == NG:
-        return _linear_query(net, role, value, opts[0] == BT, x)
+    ``x``: the caller's int64 (n_vars,) array for the answer. Arguments and result as for ``solve_one``.
+    BT/NG and the four searches go straight to their kernels without reference counts."""
+    method = opts[0]
+    plan = (net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64)
+    if method == BT or method == NG:
+        return _linear_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
+                           net.leaf_val, plan, net.cards, role, value, method == BT, x, net.scratch_f,
+                           net.scratch_i, net.scratch_b)
+    if EXACT_MC <= method <= EXACT_FCOS:
+        return _exact_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
+                          net.leaf_val, plan, net.cards, role, value, method - EXACT_MC, opts[5], opts[6], trace, x,
+                          net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t)
     return solve_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
                      net.leaf_val, net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64,
-                     net.cards, role, value, opts[0], opts[1], opts[2], opts[3], opts[4], opts[5], opts[6], trace, x,
+                     net.cards, role, value, method, opts[1], opts[2], opts[3], opts[4], opts[5], opts[6], trace, x,
                      net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t, net.scratch_f[:0], net.scratch_i[:0])
 
 
@@ -150,7 +249,7 @@ def query_entry(net):
     return solve_query.overloads[sig].entry_point
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=True)     # it allocates: counted even when called from _solve_rows
 def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
               uni_index, var_ptr, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
               check_every, trace, x_full, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i):
@@ -171,49 +270,23 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     Python).
     """
     plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
+    n = node_type.shape[0]
     if method == BT or method == NG:
         return _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
-                           value, method == BT, x_full, fbuf, ibuf, kept[:node_type.shape[0]])
+                           value, method == BT, x_full, fbuf, ibuf, kept[:n])
+    if EXACT_MC <= method <= EXACT_FCOS:
+        return _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
+                          value, method - EXACT_MC, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf)
     t0 = now()
-    nv = cards.shape[0]
-    x_full[:] = -1
-    if not _fits(cards, role, value):
-        return BAD_QUERY, -np.inf, False, np.nan, (0, 0, 0, 0, 0, 0), 0, now() - t0
-    n = node_type.shape[0]
-    u, ue = fbuf[:n], ibuf[:n]
-    ck = fbuf[n:2 * n]
-    stats = ibuf[2 * n:2 * n + N_STATS]
-    stats[:] = 0
-    qindex = ibuf[2 * n + N_STATS:2 * n + N_STATS + nv]
-    nq = 0
-    for v in range(nv):
-        qindex[v] = -1
-        if role[v] == 0:
-            qindex[v] = nq
-            nq += 1
-    qvars = ibuf[2 * n + N_STATS + nv:2 * n + N_STATS + nv + nq]
-    rcards = ibuf[2 * n + N_STATS + 2 * nv:2 * n + N_STATS + 2 * nv + nq]
-    init_x = ibuf[2 * n + N_STATS + 3 * nv:2 * n + N_STATS + 3 * nv + nq]
-    m = children.shape[0]
-    red_f = fbuf[2 * n:2 * n + m + 1]                       # the reduced network and the search (see scratch)
-    o = 2 * n + N_STATS + 4 * nv
-    nr = reduced_int_size(n, m)
-    red_i = ibuf[o:o + nr]
-    bb_f, bb_i, bb_b = fbuf[2 * n + m + 1:], ibuf[o + nr:], kept[n:]
-    flags = kept[:n]
-    for v in range(nv):
-        if qindex[v] >= 0:
-            qvars[qindex[v]] = v
-            rcards[qindex[v]] = cards[v]
-    flags[:] = False
-    found, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
-                           False, u, ue, flags)
-    if found == 0:
-        return NO_QUERY_IN_SCOPE, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
-    keep_uni_leaves(plan, child_ptr, children, role, flags)
-    t, ptr, ch, w, var, val = reduce_after_upward(node_type, child_ptr, children, log_w, leaf_var, leaf_val, qindex,
-                                                  u, ue, flags, scaled, ck, ibuf[n:2 * n], tbuf, red_i, red_f)
-    stats[5] = t.shape[0]
+    u, ue, ck, order, stats, qindex, qvars, rcards, init_x, flags, red_t, red_i, red_f, bb = _views(
+        n, children.shape[0], cards.shape[0], fbuf, ibuf, kept, tbuf)
+    status, nq, total, n_e, scaled = _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val,
+                                              plan, cards, role, value, x_full, u, ue, ck, order, stats, qindex,
+                                              qvars, rcards, flags, red_t, red_i, red_f)
+    if status != 0:
+        return status, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
+    t, ptr, ch, w, var, val = reduced_views(red_t, red_i, red_f, n, total, n_e)
+    rcards = rcards[:nq]
     exact = False
     ub = np.nan
     n_trace = 0
@@ -230,35 +303,53 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
         xq, best = brute_force(t, ptr, ch, w, var, val, rcards)
         exact = True
         ub = best
-    else:
-        init_x[:] = 0
-        init_val = -np.inf
-        variant = FCOS
-        if method == EXACT_MC:
-            variant = MC
-        elif method == EXACT_FC:
-            variant = FC
-        elif method == EXACT_FCO:
-            variant = FCO
-        elif method == EXACT:
-            init_x, _ = best_tree(t, ptr, ch, w, var, val, nq)
-            init_val = log_value(t, ptr, ch, w, var, val, init_x, np.empty(t.shape[0]))
-        xq, best, exact, ub, st, n_trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, variant, init_x,
+    else:                      # EXACT: FCOS started from max-product's answer
+        init_x, _ = best_tree(t, ptr, ch, w, var, val, nq)
+        init_val = log_value(t, ptr, ch, w, var, val, init_x, np.empty(t.shape[0]))
+        xq, best, exact, ub, st, n_trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, FCOS, init_x,
                                                             init_val, t0 + timeout_ticks, check_every, trace,
-                                                            bb_f, bb_i, bb_b)
+                                                            bb[0], bb[1], bb[2], bb[3], n + 1,
+                                                            children.shape[0] + 1)
         stats[:5] = st
-    for v in range(nv):
-        if role[v] == 1:
-            x_full[v] = value[v]
-    for i in range(nq):
-        x_full[qvars[i]] = xq[i]
-    # every method's answer is evaluated the same way (the searches' own values can differ in the last bit, and
-    # comparisons between methods must not count rounding as a win)
-    lv, _ = evaluate_kept(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, x_full, u, ue,
-                          flags, scaled)
+    lv = _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars, xq,
+                 u, ue, flags, scaled)
     if exact:
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
     return 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
+
+
+@nb.njit(cache=True, _nrt=False)
+def _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
+                uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks,
+                check_every, trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, status, xs, lvs, exact, ubs, stats, secs):
+    """``solve_batch``'s rows ``start:stop``, each into its row of the outputs. Without reference counts: in a
+    batch, the counts on the arrays both workers share were atomic operations on the same cache lines (BT on a
+    157-node network gained 1.58x from a second thread). BT/NG and the four searches go straight to their
+    kernels; the other methods through ``solve_one``, which counts its own."""
+    plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
+    n = node_type.shape[0]
+    for r in range(start, stop):
+        if method == BT or method == NG:
+            s, lv, ex, ub, st, _n, sec = _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
+                                                     leaf_val, plan, cards, roles[r], values[r], method == BT, xs[r],
+                                                     fbuf, ibuf, kept[:n])
+        elif EXACT_MC <= method <= EXACT_FCOS:
+            s, lv, ex, ub, st, _n, sec = _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
+                                                    leaf_val, plan, cards, roles[r], values[r], method - EXACT_MC,
+                                                    timeout_ticks, check_every, trace, xs[r], fbuf, ibuf, kept, tbuf)
+        else:
+            s, lv, ex, ub, st, _n, sec = solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
+                                                   leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64, cards,
+                                                   roles[r], values[r], method, k, beam, seed, max_rounds,
+                                                   timeout_ticks, check_every, trace, xs[r], fbuf, ibuf, kept, tbuf,
+                                                   kbt_f, kbt_i)
+        status[r] = s
+        lvs[r] = lv
+        exact[r] = ex
+        ubs[r] = ub
+        for j in range(N_STATS):
+            stats[r, j] = st[j]
+        secs[r] = sec
 
 
 @nb.njit(cache=True, parallel=True)
@@ -300,17 +391,8 @@ def solve_batch(net, roles, values, opts, workers):
             start, stop = claim(counter, m, workers)
             if start >= m:
                 break
-            for r in range(start, stop):
-                s, lv, ex, ub, st, _n, sec = solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                                       leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64,
-                                                       cards, roles[r], values[r], method, k, beam, seed,
-                                                       max_rounds, timeout_ticks, check_every, no_trace, xs[r], fbuf,
-                                                       ibuf, kept, tbuf, kbt_f, kbt_i)
-                status[r] = s
-                lvs[r] = lv
-                exact[r] = ex
-                ubs[r] = ub
-                for j in range(N_STATS):
-                    stats[r, j] = st[j]
-                secs[r] = sec
+            _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab,
+                        rest, uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds,
+                        timeout_ticks, check_every, no_trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, status, xs, lvs,
+                        exact, ubs, stats, secs)
     return status, xs, lvs, exact, ubs, stats, secs

@@ -204,3 +204,46 @@ def test_the_work_queue_hands_out_every_row_once(m, workers):
     # guided: blocks shrink with what is left, so a big batch takes few atomic operations and a small one is
     # handed out a row at a time
     assert blocks.sum() <= (m if m < 2 * SHARE * workers else 2 * SHARE * workers * (1 + np.log(m)))
+
+
+def test_staging_writes_an_equivalent_network_or_none_when_the_arena_is_full():
+    """FCOS's staged networks live in a fixed arena: a staging that does not fit must leave the stack as it was
+    (the search goes on with the network it has), and one that fits must give the same values under the mask."""
+    from spnkit.kernels.exact import _stage
+    from spnkit.kernels.passes import log_value_mask
+
+    spn = random_spn(3, n_vars=9, max_card=3)
+    n, m, cards = spn.n_nodes, spn.n_edges, spn.cardinalities
+    nv, K = len(cards), int(cards.max())
+    rng = np.random.default_rng(0)
+    mask = np.zeros((nv, K), dtype=np.bool_)
+    for v in range(nv):
+        mask[v, :cards[v]] = True
+    for v in range(5):                                   # five assigned variables, as when FCOS stages
+        mask[v, :] = False
+        mask[v, rng.integers(cards[v])] = True
+    mask[6, 0] = False                                   # and a narrowed open domain
+    level0 = log_value_mask(spn.node_type, spn.child_ptr, spn.children, spn.log_w, spn.leaf_var, spn.leaf_val, mask,
+                            np.empty(n))
+
+    def stage(room):                # an arena with `room` spare nodes and edges after level 0
+        t, ptr = np.zeros(n + room, dtype=np.int8), np.zeros(n + room + 3, dtype=np.int64)
+        ch, w, W, We = np.zeros(m + room, np.int64), np.zeros(m + room), np.zeros(m + room), np.zeros(m + room, np.int64)
+        var, val = np.zeros(n + room, np.int64), np.zeros(n + room, np.int64)
+        t[:n], ptr[:n + 1], ch[:m], w[:m], var[:n], val[:n] = (spn.node_type, spn.child_ptr, spn.children, spn.log_w,
+                                                                spn.leaf_var, spn.leaf_val)
+        tab = np.zeros((4, 3), dtype=np.int64)
+        tab[:, 0] = 0, 0, n, m
+        size = _stage(0, mask, cards, tab, np.zeros(3, np.bool_), t, ptr, ch, w, W, We, var, val,
+                      np.zeros(n + 1, np.bool_), np.zeros(n + 1), np.zeros(n + 1, np.int64), np.zeros(n + 1, np.int64),
+                      np.zeros(nv, np.int8), np.zeros(nv, np.int64), np.zeros(nv, np.int64))
+        return size, tab, t, ptr, ch, w, var, val
+
+    size, tab, *_ = stage(0)
+    assert size == 0 and np.all(tab[:, 1] == 0)          # full: nothing written to the level table
+    size, tab, t, ptr, ch, w, var, val = stage(n + m)
+    assert 0 < size < n and list(tab[:, 1]) == [n, m, size, tab[3, 1]]
+    no, eo, nn, ne = tab[:, 1]
+    staged = log_value_mask(t[no:no + nn], ptr[no + 1:no + nn + 2], ch[eo:eo + ne], w[eo:eo + ne], var[no:no + nn],
+                            val[no:no + nn], mask, np.empty(nn))
+    assert staged == pytest.approx(level0, abs=1e-12)
