@@ -168,7 +168,9 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
     """Solve many queries in parallel over the machine's cores (numba ``prange``; the GIL is released).
 
     ``queries``: a sequence of :class:`Query`, or a :class:`QueryBatch` (read as it is: no Python step per
-    query, which on microsecond queries is what limits the parallel speed-up).
+    query, which on microsecond queries is what limits the parallel speed-up). Threads take queries from a
+    shared counter; a ``brute`` query of at least ``kernels.solve.BRUTE_SPLIT`` assignments is instead split
+    over all threads, so that a few long enumerations do not leave a thread idle.
 
     Returns a DataFrame with one row per query, in order: ``query`` (index), ``method``, ``log_value``,
     ``exact``, ``upper_bound`` (NaN where the method has none), ``timed_out``, ``seconds`` (each query's own

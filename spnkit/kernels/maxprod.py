@@ -121,6 +121,18 @@ def normalized_greedy(node_type, child_ptr, children, log_w, leaf_var, leaf_val,
     return descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, z, n_vars)
 
 
+BRUTE_CAP = 1 << 62      # enumeration sizes are counted up to here (beyond it no enumeration would end anyway)
+
+
+@nb.njit(cache=True, _nrt=False)
+def enumeration_size(cards):
+    """The number of assignments of variables with cardinalities ``cards``, saturated at ``BRUTE_CAP``."""
+    size = 1
+    for v in range(cards.shape[0]):
+        size = BRUTE_CAP if size > BRUTE_CAP // max(cards[v], 1) else size * cards[v]
+    return size
+
+
 @nb.njit(cache=True)
 def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards):
     """Enumerate every assignment (mixed radix, last variable fastest); return ``(best_x, best_log_value)``.
@@ -133,18 +145,39 @@ def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
     for v in range(nv):
         K = max(K, cards[v])
     W = np.exp(log_w)
-    lin_ok = linear_weights_safe(W, log_w)
     x = np.zeros(nv, dtype=np.int64)
-    mask = np.zeros((nv, K), dtype=np.bool_)
-    mask[:, 0] = True
-    best_x = x.copy()
-    best = -np.inf
-    buf = np.empty(node_type.shape[0], dtype=np.float64)
-    while True:
+    best, at = brute_range(node_type, child_ptr, children, log_w, W, linear_weights_safe(W, log_w), leaf_var,
+                           leaf_val, cards, 0, enumeration_size(cards), np.zeros((nv, K), dtype=np.bool_), x,
+                           np.empty(node_type.shape[0]))
+    assignment_at(cards, at, x)
+    return x, best
+
+
+@nb.njit(cache=True, _nrt=False)
+def assignment_at(cards, index, x):
+    """Write the ``index``-th assignment in mixed-radix order (last variable fastest) into ``x``."""
+    for v in range(cards.shape[0] - 1, -1, -1):
+        x[v] = index % cards[v]
+        index //= cards[v]
+
+
+@nb.njit(cache=True, _nrt=False)
+def brute_range(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, cards, lo, hi, mask, x, buf):
+    """The best of assignments ``lo`` ... ``hi - 1`` in mixed-radix order: ``(log value, index)``, the first
+    maximum (index ``lo`` when all are -inf). ``mask`` (bool, (n_vars, max card)), ``x`` (int64, (n_vars,)) and
+    ``buf`` (float64, (n_nodes,)) are scratch. ``map_batch`` splits a long enumeration into ranges over its
+    threads."""
+    nv = cards.shape[0]
+    assignment_at(cards, lo, x)
+    for v in range(nv):
+        for k in range(mask.shape[1]):
+            mask[v, k] = False
+        mask[v, x[v]] = True
+    best, at = -np.inf, lo
+    for i in range(lo, hi):
         v = log_value_mask_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, mask, buf)
         if v > best:
-            best = v
-            best_x[:] = x
+            best, at = v, i
         k = nv - 1
         while k >= 0:
             mask[k, x[k]] = False
@@ -155,9 +188,7 @@ def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
             x[k] = 0
             mask[k, 0] = True
             k -= 1
-        if k < 0:
-            break
-    return best_x, best
+    return best, at
 
 
 @nb.njit(cache=True)

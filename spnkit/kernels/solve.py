@@ -20,8 +20,16 @@ from .clock import now
 from .exact import FCOS, bb_scratch_size, branch_and_bound, search_network
 from .k_best import k_best_tree_map, kbt_scratch
 from .linear import carry_constants, evaluate_kept, keep_uni_leaves, linear_map_fast, upward
-from .maxprod import argmax_product, best_tree, brute_force
-from .passes import log_value
+from .maxprod import (
+    BRUTE_CAP,
+    argmax_product,
+    assignment_at,
+    best_tree,
+    brute_force,
+    brute_range,
+    enumeration_size,
+)
+from .passes import linear_weights_safe, log_value
 from .reduce import count_reduced, fill_reduced, reduced_int_size, reduced_views
 from .workqueue import claim
 
@@ -42,6 +50,7 @@ METHOD_CODES = {"bt": BT, "ng": NG, "amap": AMAP, "bs": BS, "kbt": KBT, "brute":
 EXACT_METHODS = frozenset({"brute", "exact-mc", "exact-fc", "exact-fco", "exact-fcos", "exact"})
 N_STATS = 6         # expansions, passes, stagings, max depth, staged nodes, reduced network's node count
 NO_QUERY_IN_SCOPE = -1
+BRUTE_SPLIT = 4096  # map_batch splits a brute-force query over its threads from this many assignments on
 BAD_QUERY = -2      # wrong length, an evidence value out of range or no query variable (Query.check says which)
 
 
@@ -321,14 +330,17 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
 @nb.njit(cache=True, _nrt=False)
 def _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
                 uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks,
-                check_every, trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, status, xs, lvs, exact, ubs, stats, secs):
-    """``solve_batch``'s rows ``start:stop``, each into its row of the outputs. Without reference counts: in a
+                check_every, trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, split, status, xs, lvs, exact, ubs, stats,
+                secs):
+    """``solve_batch``'s rows ``start:stop`` but those marked in ``split``, each into its row of the outputs. Without reference counts: in a
     batch, the counts on the arrays both workers share were atomic operations on the same cache lines (BT on a
     157-node network gained 1.58x from a second thread). BT/NG and the four searches go straight to their
     kernels; the other methods through ``solve_one``, which counts its own."""
     plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
     n = node_type.shape[0]
     for r in range(start, stop):
+        if split[r]:
+            continue
         if method == BT or method == NG:
             s, lv, ex, ub, st, _n, sec = _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
                                                      leaf_val, plan, cards, roles[r], values[r], method == BT, xs[r],
@@ -350,6 +362,56 @@ def _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, l
         for j in range(N_STATS):
             stats[r, j] = st[j]
         secs[r] = sec
+
+
+@nb.njit(cache=True, _nrt=False)
+def _split_prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
+                   x_full, fbuf, ibuf, kept, tbuf, Wr):
+    """A brute-force query that ``solve_batch`` splits over its workers: ``_prepare`` into these buffers, and the
+    reduced network's linear weights into ``Wr``. Returns ``_prepare``'s status, query variables, nodes, edges
+    and ``scaled``, then ``lin_ok`` for ``Wr``, the enumeration's size and the largest cardinality."""
+    n, nv = node_type.shape[0], cards.shape[0]
+    u, ue, ck, order, st, qindex, qvars, rcards, _, flags, red_t, red_i, red_f, _ = _views(
+        n, children.shape[0], nv, fbuf, ibuf, kept, tbuf)
+    s, nq, total, n_e, scaled = _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan,
+                                         cards, role, value, x_full, u, ue, ck, order, st, qindex, qvars, rcards,
+                                         flags, red_t, red_i, red_f)
+    if s != 0:
+        return s, nq, total, n_e, scaled, False, 0, 1
+    _, _, _, w, _, _ = reduced_views(red_t, red_i, red_f, n, total, n_e)
+    for j in range(n_e):
+        Wr[j] = np.exp(w[j])
+    K = 1
+    for i in range(nq):
+        K = max(K, rcards[i])
+    return s, nq, total, n_e, scaled, linear_weights_safe(Wr[:n_e], w), enumeration_size(rcards[:nq]), K
+
+
+@nb.njit(cache=True, _nrt=False)
+def _split_range(fbuf, ibuf, kept, tbuf, n, m, nv, nq, total, n_e, Wr, lin, lo, hi, mask, x, buf):
+    """``maxprod.brute_range`` over assignments ``lo:hi`` of the query ``_split_prepare`` reduced."""
+    _, _, _, _, _, _, _, rcards, _, _, red_t, red_i, red_f, _ = _views(n, m, nv, fbuf, ibuf, kept, tbuf)
+    t, ptr, ch, w, var, val = reduced_views(red_t, red_i, red_f, n, total, n_e)
+    return brute_range(t, ptr, ch, w, Wr[:n_e], lin, var, val, rcards[:nq], lo, hi, mask, x, buf)
+
+
+@nb.njit(cache=True, _nrt=False)
+def _split_finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, fbuf, ibuf,
+                  kept, tbuf, nq, index, scaled):
+    """The answer of a split brute-force query (its ``index``-th assignment) into ``x_full``; its log value."""
+    u, ue, _, _, _, _, qvars, rcards, xq, flags, _, _, _, _ = _views(node_type.shape[0], children.shape[0],
+                                                                      role.shape[0], fbuf, ibuf, kept, tbuf)
+    assignment_at(rcards[:nq], index, xq[:nq])
+    return _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars,
+                   xq[:nq], u, ue, flags, scaled)
+
+
+@nb.njit(cache=True, _nrt=False)
+def _split_stats(n, m, nv, fbuf, ibuf, kept, tbuf, out):
+    """The counters ``_split_prepare`` left in the buffers, into ``out``."""
+    st = _views(n, m, nv, fbuf, ibuf, kept, tbuf)[4]
+    for j in range(N_STATS):
+        out[j] = st[j]
 
 
 @nb.njit(cache=True, parallel=True)
@@ -383,6 +445,14 @@ def solve_batch(net, roles, values, opts, workers):
         return status, xs, lvs, exact, ubs, stats, secs
     counter = np.zeros(1, dtype=np.int64)
     n = node_type.shape[0]
+    split = np.zeros(m, dtype=np.bool_)     # brute force's long enumerations: split over the workers afterwards
+    if method == BRUTE and workers > 1:     # (a few of them would otherwise leave a worker idle)
+        for r in range(m):
+            size = 1
+            for v in range(nv):
+                if roles[r, v] == 0:
+                    size = BRUTE_CAP if size > BRUTE_CAP // cards[v] else size * cards[v]
+            split[r] = size >= BRUTE_SPLIT
     for _w in nb.prange(workers):   # each worker takes blocks of rows as it goes (workqueue: queries differ in
         fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, cards.max())   # cost by orders of magnitude, so numba's one block per thread leaves
         # one idle), with its own scratch; KBT's too (a reduced network has at most one node and one edge more)
@@ -393,6 +463,38 @@ def solve_batch(net, roles, values, opts, workers):
                 break
             _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab,
                         rest, uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds,
-                        timeout_ticks, check_every, no_trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, status, xs, lvs,
-                        exact, ubs, stats, secs)
+                        timeout_ticks, check_every, no_trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, split, status, xs,
+                        lvs, exact, ubs, stats, secs)
+    if method == BRUTE:       # the long enumerations, one at a time, each split over the workers
+        fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, cards.max())
+        plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
+        Wr = np.empty(children.shape[0] + 1)
+        best = np.empty(workers)
+        at = np.zeros(workers, dtype=np.int64)
+        for r in range(m):
+            if not split[r]:
+                continue
+            t0 = now()
+            s, nq, total, n_e, scaled, lin, size, K = _split_prepare(
+                node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, roles[r], values[r],
+                xs[r], fbuf, ibuf, kept, tbuf, Wr)
+            lvs[r], ubs[r], exact[r] = -np.inf, np.nan, False
+            if s == 0:
+                chunk = (size + workers - 1) // workers
+                for c in nb.prange(workers):
+                    lo = min(size, c * chunk)
+                    best[c], at[c] = _split_range(fbuf, ibuf, kept, tbuf, n, children.shape[0], nv, nq, total, n_e, Wr,
+                                                  lin, lo, min(size, lo + chunk), np.zeros((nq, K), dtype=np.bool_),
+                                                  np.zeros(nq, dtype=np.int64), np.empty(total))
+                b = 0
+                for c in range(1, workers):      # the first maximum in enumeration order, as brute_force
+                    if best[c] > best[b]:
+                        b = c
+                lv = _split_finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, roles[r],
+                                   values[r], xs[r], fbuf, ibuf, kept, tbuf, nq, at[b] if best[b] > -np.inf else 0,
+                                   scaled)
+                lvs[r], ubs[r], exact[r] = lv, max(best[b], lv), True
+            status[r] = s
+            _split_stats(n, children.shape[0], nv, fbuf, ibuf, kept, tbuf, stats[r])
+            secs[r] = now() - t0
     return status, xs, lvs, exact, ubs, stats, secs

@@ -247,3 +247,44 @@ def test_staging_writes_an_equivalent_network_or_none_when_the_arena_is_full():
     staged = log_value_mask(t[no:no + nn], ptr[no + 1:no + nn + 2], ch[eo:eo + ne], w[eo:eo + ne], var[no:no + nn],
                             val[no:no + nn], mask, np.empty(nn))
     assert staged == pytest.approx(level0, abs=1e-12)
+
+
+def _uniform_spn(n_vars: int) -> spnkit.FlatSPN:
+    """A product of fair coins: every assignment has the same value, so brute force's tie rule decides."""
+    t, ptr, ch, w, var, val = [], [0], [], [], [], []
+    for v in range(n_vars):                  # leaves 3v, 3v + 1 and their sum 3v + 2
+        for k in range(2):
+            t.append(0), ptr.append(len(ch)), var.append(v), val.append(k)
+        t.append(1), ch.extend([3 * v, 3 * v + 1]), w.extend([np.log(0.5)] * 2), ptr.append(len(ch))
+        var.append(-1), val.append(-1)
+    t.append(2), ch.extend(range(2, 3 * n_vars, 3)), w.extend([0.0] * n_vars), ptr.append(len(ch))
+    var.append(-1), val.append(-1)
+    return spnkit.FlatSPN(node_type=np.array(t, np.int8), child_ptr=np.array(ptr), children=np.array(ch),
+                          log_w=np.array(w), leaf_var=np.array(var), leaf_val=np.array(val),
+                          cardinalities=np.full(n_vars, 2))
+
+
+@pytest.mark.skipif(nb.config.NUMBA_NUM_THREADS < 2, reason="the split needs two threads")
+def test_map_batch_splits_long_enumerations_over_threads_and_gives_what_single_calls_give():
+    """A brute-force query of at least BRUTE_SPLIT assignments is split over the threads: the same answer as a
+    single call, the first maximum on ties included, whether it comes alone or among short queries."""
+    from spnkit.kernels.solve import BRUTE_SPLIT
+
+    threads = nb.get_num_threads()
+    nb.set_num_threads(2)
+    try:
+        spn = random_spn(11, n_vars=13, max_card=3)
+        assert np.prod(spn.cardinalities) >= 4 * BRUTE_SPLIT
+        queries = [Query(13), Query.parse("0?1??????????"), Query(13, query=[0, 1], evidence={2: 1}),
+                   Query.parse("*????????????")]
+        flat = _uniform_spn(13)                      # 8192 tied assignments: the first is all zeros
+        for net, qs in ((spn, queries), (spn, queries[:1]), (flat, [Query(13), Query.parse("1????????????")])):
+            df = spnkit.map_batch(net, qs, method="brute")
+            for i, q in enumerate(qs):
+                r = spnkit.map(net, q, method="brute")
+                assert df["assignment"][i].tolist() == r.assignment.tolist(), i
+                assert df["log_value"][i] == r.log_value and df["exact"][i] and r.exact
+                assert df["upper_bound"][i] == r.upper_bound and df["seconds"][i] > 0
+        assert spnkit.map(flat, Query(13), method="brute").assignment.tolist() == [0] * 13
+    finally:
+        nb.set_num_threads(threads)
