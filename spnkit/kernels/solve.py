@@ -332,9 +332,9 @@ def _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, l
                 uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks,
                 check_every, trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, split, status, xs, lvs, exact, ubs, stats,
                 secs):
-    """``solve_batch``'s rows ``start:stop`` but those marked in ``split``, each into its row of the outputs. Without reference counts: in a
-    batch, the counts on the arrays both workers share were atomic operations on the same cache lines (BT on a
-    157-node network gained 1.58x from a second thread). BT/NG and the four searches go straight to their
+    """``solve_batch``'s rows ``start:stop`` but those marked in ``split``, each into its row of the outputs.
+    Without reference counts: in a batch, the counts on the arrays both workers share were atomic operations on
+    the same cache lines (BT on a 157-node network gained 1.58x from a second thread). BT/NG and the four searches go straight to their
     kernels; the other methods through ``solve_one``, which counts its own."""
     plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
     n = node_type.shape[0]

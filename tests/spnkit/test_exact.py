@@ -228,7 +228,8 @@ def test_staging_writes_an_equivalent_network_or_none_when_the_arena_is_full():
 
     def stage(room):                # an arena with `room` spare nodes and edges after level 0
         t, ptr = np.zeros(n + room, dtype=np.int8), np.zeros(n + room + 3, dtype=np.int64)
-        ch, w, W, We = np.zeros(m + room, np.int64), np.zeros(m + room), np.zeros(m + room), np.zeros(m + room, np.int64)
+        ch, w, W = np.zeros(m + room, np.int64), np.zeros(m + room), np.zeros(m + room)
+        We = np.zeros(m + room, np.int64)
         var, val = np.zeros(n + room, np.int64), np.zeros(n + room, np.int64)
         t[:n], ptr[:n + 1], ch[:m], w[:m], var[:n], val[:n] = (spn.node_type, spn.child_ptr, spn.children, spn.log_w,
                                                                 spn.leaf_var, spn.leaf_val)
