@@ -170,6 +170,22 @@ def _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_va
     return 0, nq, total, n_e, scaled
 
 
+@nb.njit(cache=True, inline="always")
+def _start(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value, x_full,
+           fbuf, ibuf, kept, tbuf):
+    """``_prepare`` on the ``scratch`` buffers: ``(status, query variables, scaled, stats, qvars, rcards, init_x,
+    u, ue, flags, the search's buffers, the reduced network as reduce.reduced_views)``. Inlined, so that each
+    caller makes the views under its own flags."""
+    n = node_type.shape[0]
+    u, ue, ck, order, stats, qindex, qvars, rcards, init_x, flags, red_t, red_i, red_f, bb = _views(
+        n, children.shape[0], cards.shape[0], fbuf, ibuf, kept, tbuf)
+    status, nq, total, n_e, scaled = _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val,
+                                              plan, cards, role, value, x_full, u, ue, ck, order, stats, qindex,
+                                              qvars, rcards, flags, red_t, red_i, red_f)
+    return (status, nq, scaled, stats, qvars, rcards, init_x, u, ue, flags, bb,
+            reduced_views(red_t, red_i, red_f, n, total, n_e))
+
+
 @nb.njit(cache=True, _nrt=False)
 def _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars, xq, u,
             ue, flags, scaled):
@@ -194,14 +210,12 @@ def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_
     of the query)."""
     t0 = now()
     n = node_type.shape[0]
-    u, ue, ck, order, stats, qindex, qvars, rcards, init_x, flags, red_t, red_i, red_f, bb = _views(
-        n, children.shape[0], cards.shape[0], fbuf, ibuf, kept, tbuf)
-    status, nq, total, n_e, scaled = _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val,
-                                              plan, cards, role, value, x_full, u, ue, ck, order, stats, qindex,
-                                              qvars, rcards, flags, red_t, red_i, red_f)
+    status, nq, scaled, stats, qvars, rcards, init_x, u, ue, flags, bb, red = _start(
+        node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value, x_full, fbuf,
+        ibuf, kept, tbuf)
     if status != 0:
         return status, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
-    t, ptr, ch, w, var, val = reduced_views(red_t, red_i, red_f, n, total, n_e)
+    t, ptr, ch, w, var, val = red
     xq = init_x[:nq]
     xq[:] = 0
     best, exact, ub, n_trace = search_network(t, ptr, ch, w, var, val, rcards[:nq], variant, xq, -np.inf,
@@ -287,14 +301,12 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
         return _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
                           value, method - EXACT_MC, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf)
     t0 = now()
-    u, ue, ck, order, stats, qindex, qvars, rcards, init_x, flags, red_t, red_i, red_f, bb = _views(
-        n, children.shape[0], cards.shape[0], fbuf, ibuf, kept, tbuf)
-    status, nq, total, n_e, scaled = _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val,
-                                              plan, cards, role, value, x_full, u, ue, ck, order, stats, qindex,
-                                              qvars, rcards, flags, red_t, red_i, red_f)
+    status, nq, scaled, stats, qvars, rcards, init_x, u, ue, flags, bb, red = _start(
+        node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value, x_full, fbuf,
+        ibuf, kept, tbuf)
     if status != 0:
         return status, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
-    t, ptr, ch, w, var, val = reduced_views(red_t, red_i, red_f, n, total, n_e)
+    t, ptr, ch, w, var, val = red
     rcards = rcards[:nq]
     exact = False
     ub = np.nan
