@@ -124,12 +124,18 @@ def normalized_greedy(node_type, child_ptr, children, log_w, leaf_var, leaf_val,
 BRUTE_CAP = 1 << 62      # enumeration sizes are counted up to here (beyond it no enumeration would end anyway)
 
 
+@nb.njit(cache=True, inline="always")
+def times_card(size, card):
+    """``size * card``, saturated at ``BRUTE_CAP``: one step of counting assignments."""
+    return BRUTE_CAP if size > BRUTE_CAP // max(card, 1) else size * card
+
+
 @nb.njit(cache=True, _nrt=False)
 def enumeration_size(cards):
     """The number of assignments of variables with cardinalities ``cards``, saturated at ``BRUTE_CAP``."""
     size = 1
     for v in range(cards.shape[0]):
-        size = BRUTE_CAP if size > BRUTE_CAP // max(cards[v], 1) else size * cards[v]
+        size = times_card(size, cards[v])
     return size
 
 

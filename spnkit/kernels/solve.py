@@ -21,13 +21,13 @@ from .exact import FCOS, bb_scratch_size, branch_and_bound, search_network
 from .k_best import k_best_tree_map, kbt_scratch
 from .linear import carry_constants, evaluate_kept, keep_uni_leaves, linear_map_fast, upward
 from .maxprod import (
-    BRUTE_CAP,
     argmax_product,
     assignment_at,
     best_tree,
     brute_force,
     brute_range,
     enumeration_size,
+    times_card,
 )
 from .passes import linear_weights_safe, log_value
 from .reduce import count_reduced, fill_reduced, reduced_int_size, reduced_views
@@ -463,7 +463,7 @@ def solve_batch(net, roles, values, opts, workers):
             size = 1
             for v in range(nv):
                 if roles[r, v] == 0:
-                    size = BRUTE_CAP if size > BRUTE_CAP // cards[v] else size * cards[v]
+                    size = times_card(size, cards[v])
             split[r] = size >= BRUTE_SPLIT
     for _w in nb.prange(workers):   # each worker takes blocks of rows as it goes (workqueue: queries differ in
         fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, cards.max())   # cost by orders of magnitude, so numba's one block per thread leaves
