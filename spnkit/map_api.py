@@ -23,7 +23,7 @@ BRUTE_MAX_VARS = 25
 METHODS = tuple(METHOD_CODES)
 DEFAULTS = {"k": 100, "beam": 10, "seed": 0, "max_rounds": 10_000, "timeout": math.inf, "check_every": 64,
             "max_trace": 4096}
-STAT_NAMES = ("expansions", "passes", "stagings", "max_depth", "staged_nodes", "reduced_nodes")
+STAT_NAMES = ("expansions", "passes", "stagings", "max_depth", "staged_nodes", "reduced_nodes", "subtrees_shared")
 _NO_QUERY_MSG = "no query variable appears in the SPN (its root's scope holds none of them)"
 
 
@@ -170,12 +170,17 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
     ``queries``: a sequence of :class:`Query`, or a :class:`QueryBatch` (read as it is: no Python step per
     query, which on microsecond queries is what limits the parallel speed-up). Threads take queries from a
     shared counter; a ``brute`` query of at least ``kernels.solve.BRUTE_SPLIT`` assignments is instead split
-    over all threads, so that a few long enumerations do not leave a thread idle.
+    over all threads, so that a few long enumerations do not leave a thread idle; and a branch-and-bound search
+    hands subtrees to threads that have run out of queries (``kernels.coop``), all of them pruning against the
+    best value any has found.
 
     Returns a DataFrame with one row per query, in order: ``query`` (index), ``method``, ``log_value``,
     ``exact``, ``upper_bound`` (NaN where the method has none), ``timed_out``, ``seconds`` (each query's own
     kernel time), ``assignment`` (int64 array as in :class:`MapResult`) and the solver's counters
-    (``expansions``, ``passes``, ...). Each row equals what ``spnkit.map`` returns for that query alone.
+    (``expansions``, ``passes``, ..., ``subtrees_shared``: how many subtrees a search handed to other threads).
+    Each row equals what ``spnkit.map`` returns for that query alone, but for a search that shared subtrees: the
+    same optimum, but on tied optima possibly another assignment, and its counters summed over the threads
+    (``max_depth``: the deepest of their stacks); out of time, it has explored more than a single thread would.
     """
     code, kopts, _ = _options(method, opts)
     nv = spn.n_vars

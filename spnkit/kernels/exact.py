@@ -32,10 +32,12 @@ import numba as nb
 import numpy as np
 
 from .clock import now
+from .coop import offer
 from .derivative import derivatives_mask_scaled
 from .passes import log_value_mask_fast
 from .reduce import constants_log, count_reduced, fill_reduced, kept_nodes
 from .scaled import split_weights_into
+from .workqueue import load_atomic, raise_to
 
 MC = 0
 FC = 1
@@ -269,13 +271,15 @@ def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, 
     stats = np.zeros(5, dtype=np.int64)
     best, exact, ub, n_trace = search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards,
                                               variant, init_x, init_val, deadline, check_every, trace, n_cap, m_cap,
-                                              fscr, iscr, bscr, tscr, x, stats)
+                                              fscr, iscr, bscr, tscr, x, stats, None, np.int64(-1), np.int64(0),
+                                              nv < 0)    # False, typed as a plain bool (see search_network)
     return x, best, exact, ub, stats, n_trace
 
 
 @nb.njit(cache=True, _nrt=False)
 def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, variant, init_x, init_val,
-                   deadline, check_every, trace, n_cap, m_cap, fscr, iscr, bscr, tscr, x, stats):
+                   deadline, check_every, trace, n_cap, m_cap, fscr, iscr, bscr, tscr, x, stats, coop, owner, row,
+                   root_given):
     """The depth-first branch and bound, allocating nothing (so compiled without reference counts: they were
     half of a small query's time).
 
@@ -290,6 +294,14 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
     exact, upper_bound, n_trace)``. ``trace`` (float64, shape (max rows, 3); ticks fit exactly up to 2**53)
     receives ``n_trace`` rows (clock ticks since start, incumbent, bound): one at every improvement, and at
     deadline checks when the bound moved or time grew by 5 %; when full, the last row keeps the latest state.
+
+    ``coop`` (``coop.make_coop``'s state, ``map_batch``; None: alone, compiled apart without any of this): the
+    search on ``row`` works with others for worker ``owner`` (``kernels.coop``). It prunes against the best value
+    any of them has found (``inc[owner]``), publishes its own, and at its deadline checks hands subtrees to idle
+    workers. With ``root_given`` it starts from the domains already in its buffers' ``mask`` (``_layout``), a
+    subtree another search handed over. The value returned is the best this search reached itself (-inf if none;
+    ``x`` holds its assignment). Every caller passes ``owner``, ``row`` and ``root_given`` as typed values, not
+    literals: each literal would compile another copy of this loop (minutes of ``map_batch``'s cold compile).
     """
     t0 = now()
     nv = cards.shape[0]
@@ -303,7 +315,6 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
     f_int[:, :] = 0
     stats[:5] = 0
     present[:] = False
-    mask[:, :] = False
     for i in range(n0):                                     # level 0: the network itself
         a_t[i] = node_type[i]
         a_var[i] = leaf_var[i]
@@ -321,7 +332,8 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
     lin0 = lv_lin[0]
     for v in range(nv):
         x[v] = init_x[v]
-    best = init_val
+    best = init_val                    # what prunes: the best value found here or (coop) by the others
+    own = init_val                     # the best value found here (x holds its assignment)
     n_trace = 0
     last_t = 0.0                       # time and bound of the last trace row
     last_ub = np.inf
@@ -330,11 +342,13 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
     n_levels = 1
 
     f_var, f_next, f_cnt, f_level, level_assigned = f_int[0], f_int[1], f_int[2], f_int[3], f_int[4]
-    for v in range(nv):
-        if present[v]:
-            mask[v, :cards[v]] = True
-        else:
-            mask[v, 0] = True      # the network does not depend on it: any value is optimal, take 0
+    if not root_given:
+        mask[:, :] = False
+        for v in range(nv):
+            if present[v]:
+                mask[v, :cards[v]] = True
+            else:
+                mask[v, 0] = True      # the network does not depend on it: any value is optimal, take 0
     top = -1                       # index of the deepest frame
     timed_out = False
     expansions = 0
@@ -343,6 +357,8 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
     while True:
         # ---- expand the node described by ``mask`` (a child of frame ``top``, or the root) -------------
         expansions += 1
+        if coop is not None:
+            best = max(best, load_atomic(coop[6], owner))
         if variant == MC:               # MC never stages
             bound = log_value_mask_fast(nt0, ptr0, ch0, w0, W0, lin0, var0, val0, mask, val)
             stats[1] += 1
@@ -360,6 +376,9 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
             stats[1] += passes
         if status == COMPLETE:
             best = bound
+            own = bound
+            if coop is not None:
+                raise_to(coop[6], owner, bound)
             for v in range(nv):
                 for k in range(cards[v]):
                     if mask[v, k]:
@@ -421,6 +440,8 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
             if t > deadline:
                 timed_out = True
                 break
+            if coop is not None:
+                offer(coop, row, owner, deadline, f_mask, f_var, f_vals, f_bnd, f_next, f_cnt, top, best, nv, K)
 
         # ---- next child: pop exhausted frames, skip children whose bound cannot beat the incumbent -------
         found = False
@@ -452,4 +473,4 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
                     ub = f_bnd[f, j]
     # (with no completion above init_val, x still holds init_x)
     n_trace = _record(trace, n_trace, now() - t0, best, ub)
-    return best, not timed_out, ub, n_trace
+    return own, not timed_out, ub, n_trace

@@ -6,7 +6,7 @@ its constants, solve, and re-evaluate only the query nodes at their answer.
 
 Fusing the three into a single compiled call keeps the Python layer out of the per-query path (``spnkit.map``
 makes one call; ``spnkit.map_batch`` runs this same function over a ``prange`` of queries, so a batch gives
-exactly the answers single calls give).
+the answers single calls give; its searches may share a query's subtrees between threads, ``kernels.coop``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from numba.core import types
 
 from .beam import beam_search
 from .clock import now
-from .exact import FCOS, bb_scratch_size, branch_and_bound, search_network
+from .coop import BUSY, IDLE, make_coop, merge, release, take
+from .exact import FCOS, _layout, _max_card, bb_scratch_size, branch_and_bound, search_network
 from .k_best import k_best_tree_map, kbt_scratch
 from .linear import carry_constants, evaluate_kept, keep_uni_leaves, linear_map_fast, upward
 from .maxprod import (
@@ -31,7 +32,7 @@ from .maxprod import (
 )
 from .passes import linear_weights_safe, log_value
 from .reduce import count_reduced, fill_reduced, reduced_int_size, reduced_views
-from .workqueue import claim
+from .workqueue import claim, fetch_add, load_atomic
 
 BT = 0
 NG = 1
@@ -48,7 +49,8 @@ EXACT = 10          # the best variant (FCOS) started from max-product's answer
 METHOD_CODES = {"bt": BT, "ng": NG, "amap": AMAP, "bs": BS, "kbt": KBT, "brute": BRUTE, "exact-mc": EXACT_MC,
                 "exact-fc": EXACT_FC, "exact-fco": EXACT_FCO, "exact-fcos": EXACT_FCOS, "exact": EXACT}
 EXACT_METHODS = frozenset({"brute", "exact-mc", "exact-fc", "exact-fco", "exact-fcos", "exact"})
-N_STATS = 6         # expansions, passes, stagings, max depth, staged nodes, reduced network's node count
+N_STATS = 7         # expansions, passes, stagings, max depth, staged nodes, reduced network's node count,
+#                     subtrees handed to other workers (map_batch's searches, kernels.coop)
 NO_QUERY_IN_SCOPE = -1
 BRUTE_SPLIT = 4096  # map_batch splits a brute-force query over its threads from this many assignments on
 BAD_QUERY = -2      # wrong length, an evidence value out of range or no query variable (Query.check says which)
@@ -71,7 +73,7 @@ def _fits(cards, role, value):
 
 @nb.njit(cache=True, inline="always")
 def _as_tuple(stats):
-    return stats[0], stats[1], stats[2], stats[3], stats[4], stats[5]
+    return stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[6]
 
 
 @nb.njit(cache=True)
@@ -114,12 +116,12 @@ def _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
     t0 = now()
     x_full[:] = -1
     if not _fits(cards, role, value):
-        return BAD_QUERY, -np.inf, False, np.nan, (0, 0, 0, 0, 0, 0), 0, now() - t0
+        return BAD_QUERY, -np.inf, False, np.nan, (0, 0, 0, 0, 0, 0, 0), 0, now() - t0
     n = node_type.shape[0]
     lv, n_kept = linear_map_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan,
                                  role, value, use_max, x_full, fbuf[:n], ibuf[:n], ibuf[n:2 * n], kept)
     status = 0 if n_kept > 0 else NO_QUERY_IN_SCOPE
-    return status, lv, False, np.nan, (0, 0, 0, 0, 0, n_kept), 0, now() - t0
+    return status, lv, False, np.nan, (0, 0, 0, 0, 0, n_kept, 0), 0, now() - t0
 
 
 @nb.njit(cache=True, inline="always")
@@ -204,10 +206,16 @@ def _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, 
 
 @nb.njit(cache=True, _nrt=False)
 def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
-               variant, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf):
+               variant, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf, coop, owner, row, helper):
     """``solve_one`` for the four branch-and-bound variants without a warm start (``exact.MC`` ... ``FCOS``):
     nothing is allocated, so nothing is reference-counted (on a 157-node network at 1:1:8 the counts were half
-    of the query)."""
+    of the query).
+
+    ``coop`` (``map_batch``; None for ``spnkit.map``, which then runs a version compiled without any of this):
+    worker ``owner`` searches query ``row`` with idle workers' help (``kernels.coop``), then helps, on its
+    ``helper`` buffers (``_help``), until every subtree it handed out is done, and keeps the best answer of them
+    all. (None and not a placeholder state: reading a tuple of arrays out of ``FlatSPN.kernel_net`` counts a
+    reference to each, +0.8 us on a 5 us query.)"""
     t0 = now()
     n = node_type.shape[0]
     status, nq, scaled, stats, qvars, rcards, init_x, u, ue, flags, bb, red = _start(
@@ -218,14 +226,68 @@ def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_
     t, ptr, ch, w, var, val = red
     xq = init_x[:nq]
     xq[:] = 0
+    if coop is not None:
+        coop[6][owner] = -np.inf
+        coop[7][owner, :] = -np.inf
+        coop[9][owner, :] = 0
     best, exact, ub, n_trace = search_network(t, ptr, ch, w, var, val, rcards[:nq], variant, xq, -np.inf,
                                               t0 + timeout_ticks, check_every, trace, n + 1, children.shape[0] + 1,
-                                              bb[0], bb[1], bb[2], bb[3], xq, stats)
+                                              bb[0], bb[1], bb[2], bb[3], xq, stats, coop, owner, row, row < 0)
+    if coop is not None:
+        _help(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, variant, check_every,
+              coop, owner, helper)
+        mv, mx, ms = coop[7], coop[8], coop[9]
+        if mv[owner, 0] > best:
+            for i in range(nq):
+                xq[i] = mx[owner, i]
+        if ms[owner, 5]:
+            exact = False
+            ub = max(ub, mv[owner, 1])
+        for j in range(5):
+            stats[j] = max(stats[j], ms[owner, j]) if j == 3 else stats[j] + ms[owner, j]
+        stats[6] = ms[owner, 6]
     lv = _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars, xq,
                  u, ue, flags, scaled)
     if exact:
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
     return 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
+
+
+@nb.njit(cache=True, _nrt=False)
+def _help(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, variant, check_every,
+          coop, owner, helper):
+    """Search subtrees that other searches hand out (``kernels.coop``) until worker ``owner`` has none left out
+    (``owner`` >= 0), or until no worker takes queries any more (``owner`` < 0). ``helper``: ``(roles, values,
+    fbuf, ibuf, kept, tbuf, x, no trace)``, the batch's queries and this worker's second set of buffers."""
+    roles, values, fbuf, ibuf, kept, tbuf, hx, no_trace = helper
+    counters, info, smask = coop[0], coop[2], coop[3]
+    n, m = node_type.shape[0], children.shape[0]
+    fetch_add(counters, IDLE, 1)
+    while (load_atomic(coop[4], owner) > 0) if owner >= 0 else (load_atomic(counters, BUSY) > 0):
+        s = take(coop)
+        if s < 0:
+            continue
+        fetch_add(counters, IDLE, -1)
+        row, for_owner, deadline = info[s, 0], info[s, 1], info[s, 2]
+        _, nq, _, stats, _, rcards, init_x, _, _, _, bb, red = _start(
+            node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, roles[row],
+            values[row], hx, fbuf, ibuf, kept, tbuf)
+        rc = rcards[:nq]
+        K = _max_card(rc)
+        mask = _layout(bb[0], bb[1], bb[2], bb[3], n + 1, m + 1, nq, K)[2][1]
+        for v in range(nq):
+            for k in range(K):
+                mask[v, k] = smask[s, v, k]
+        release(coop, s)
+        t, ptr, ch, w, var, val = red
+        xq = init_x[:nq]
+        xq[:] = 0
+        value, exact, ub, _ = search_network(t, ptr, ch, w, var, val, rc, variant, xq, -np.inf, deadline,
+                                             check_every, no_trace, n + 1, m + 1, bb[0], bb[1], bb[2], bb[3], xq,
+                                             stats, coop, for_owner, row, s >= 0)
+        merge(coop, for_owner, value, xq, exact, ub, stats)
+        fetch_add(counters, IDLE, 1)
+    fetch_add(counters, IDLE, -1)
 
 
 OPTIONS = ("method", "k", "beam", "seed", "max_rounds", "deadline", "check_every")   # solve_query's opts array
@@ -247,7 +309,8 @@ def solve_query(net, role, value, opts, trace, x):
     if EXACT_MC <= method <= EXACT_FCOS:
         return _exact_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
                           net.leaf_val, plan, net.cards, role, value, method - EXACT_MC, opts[5], opts[6], trace, x,
-                          net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t)
+                          net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t, None, np.int64(-1),
+                          np.int64(0), None)
     return solve_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
                      net.leaf_val, net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64,
                      net.cards, role, value, method, opts[1], opts[2], opts[3], opts[4], opts[5], opts[6], trace, x,
@@ -299,7 +362,8 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
                            value, method == BT, x_full, fbuf, ibuf, kept[:n])
     if EXACT_MC <= method <= EXACT_FCOS:
         return _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
-                          value, method - EXACT_MC, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf)
+                          value, method - EXACT_MC, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf,
+                          None, np.int64(-1), np.int64(0), None)
     t0 = now()
     status, nq, scaled, stats, qvars, rcards, init_x, u, ue, flags, bb, red = _start(
         node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value, x_full, fbuf,
@@ -327,7 +391,7 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     else:                      # EXACT: FCOS started from max-product's answer
         init_x, _ = best_tree(t, ptr, ch, w, var, val, nq)
         init_val = log_value(t, ptr, ch, w, var, val, init_x, np.empty(t.shape[0]))
-        xq, best, exact, ub, st, n_trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, FCOS, init_x,
+        xq, best, exact, ub, st, n_trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, np.int64(FCOS), init_x,
                                                             init_val, t0 + timeout_ticks, check_every, trace,
                                                             bb[0], bb[1], bb[2], bb[3], n + 1,
                                                             children.shape[0] + 1)
@@ -343,7 +407,7 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
 def _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
                 uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks,
                 check_every, trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, split, status, xs, lvs, exact, ubs, stats,
-                secs):
+                secs, coop, worker, helper):
     """``solve_batch``'s rows ``start:stop`` but those marked in ``split``, each into its row of the outputs.
     Without reference counts: in a batch, the counts on the arrays both workers share were atomic operations on
     the same cache lines (BT on a 157-node network gained 1.58x from a second thread). BT/NG and the four searches go straight to their
@@ -360,7 +424,8 @@ def _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, l
         elif EXACT_MC <= method <= EXACT_FCOS:
             s, lv, ex, ub, st, _n, sec = _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
                                                     leaf_val, plan, cards, roles[r], values[r], method - EXACT_MC,
-                                                    timeout_ticks, check_every, trace, xs[r], fbuf, ibuf, kept, tbuf)
+                                                    timeout_ticks, check_every, trace, xs[r], fbuf, ibuf, kept, tbuf,
+                                                    coop, worker, r, helper)
         else:
             s, lv, ex, ub, st, _n, sec = solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
                                                    leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64, cards,
@@ -465,10 +530,19 @@ def solve_batch(net, roles, values, opts, workers):
                 if roles[r, v] == 0:
                     size = times_card(size, cards[v])
             split[r] = size >= BRUTE_SPLIT
+    # the four searches share their long queries with workers left without one (kernels.coop)
+    searches = EXACT_MC <= method <= EXACT_FCOS and workers > 1
+    K = cards.max()
+    coop = make_coop(workers, nv if searches else 0, K if searches else 1)
+    plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
     for _w in nb.prange(workers):   # each worker takes blocks of rows as it goes (workqueue: queries differ in
-        fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, cards.max())   # cost by orders of magnitude, so numba's one block per thread leaves
-        # one idle), with its own scratch; KBT's too (a reduced network has at most one node and one edge more)
+        worker = np.int64(_w)               # (the index is uint64 in the compiled loop body: one type for both)
+        fetch_add(coop[0], BUSY, 1)         # cost by orders of magnitude, so numba's one block per thread leaves
+        fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, K)   # one idle), with its own scratch;
+        # KBT's too (a reduced network has at most one node and one edge more); a second set to help searches
         kbt_f, kbt_i = kbt_scratch(n + 1, children.shape[0] + 1, k) if method == KBT else kbt_scratch(0, 0, 0)
+        hf, hi, hk, ht = scratch(n, children.shape[0], nv, K) if searches else scratch(0, 0, 0, 1)
+        helper = (roles, values, hf, hi, hk, ht, np.empty(nv, dtype=np.int64), no_trace)
         while True:
             start, stop = claim(counter, m, workers)
             if start >= m:
@@ -476,10 +550,13 @@ def solve_batch(net, roles, values, opts, workers):
             _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab,
                         rest, uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds,
                         timeout_ticks, check_every, no_trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, split, status, xs,
-                        lvs, exact, ubs, stats, secs)
+                        lvs, exact, ubs, stats, secs, coop, worker, helper)
+        fetch_add(coop[0], BUSY, -1)
+        if searches:
+            _help(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, method - EXACT_MC,
+                  check_every, coop, worker - workers, helper)
     if method == BRUTE:       # the long enumerations, one at a time, each split over the workers
-        fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, cards.max())
-        plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
+        fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, K)
         Wr = np.empty(children.shape[0] + 1)
         best = np.empty(workers)
         at = np.zeros(workers, dtype=np.int64)
