@@ -14,7 +14,8 @@ For each SPN, Q:E:H setting (authors' protocol, ``spnkit.protocol``, numpy seed 
   the Go harness times (``time.Now()`` around ``MAP2MAX``, the solver and ``EvalX``, no parsing or output);
 * ``batch_qps``: queries per second of ``spnkit.map_batch`` on all cores over a ``QueryBatch`` of ``batch_n``
   queries (the same queries repeated up to >= 1000 queries or ~0.2 s of work), and ``batch_speedup`` against
-  the same batch on one thread (each the best of 3 alternating rounds when a round takes under a second);
+  the same batch on one thread (each the best of 3 alternating rounds when a round takes under a second, else
+  of ``--long-batch-rounds``, 1 by default);
   ``list_speedup``: the same with the queries as a list of ``Query`` objects (a Python step per query);
 * ``timeouts``: exact methods that hit ``--timeout`` (their time is then the timeout);
 * with ``--go``: the Go median / p90 on the same query lines (``GOMAXPROCS=1``), measured the same way (the
@@ -97,9 +98,9 @@ def run_go(exe: Path, spn_file: Path, queries: list[spnkit.Query], method: str, 
 BATCH_ROUNDS = 3
 
 
-def bench_cell(spn, queries, method, opts, budget, rounds):
+def bench_cell(spn, queries, method, opts, budget, rounds, long_rounds=1):
     """Single-thread spnkit.map times (``rounds`` passes over the queries, within ``budget`` seconds), then
-    map_batch on 1 and on all threads."""
+    map_batch on 1 and on all threads (``long_rounds`` alternating rounds when a batch takes over a second)."""
     t_start = time.perf_counter()
     while time.perf_counter() - t_start < min(0.5, budget / 4):    # warm: cache load, caches, clock speed
         for q in queries[:10]:
@@ -139,7 +140,7 @@ def bench_cell(spn, queries, method, opts, budget, rounds):
     # alternate the thread counts and keep each one's best round: a 0.1 s measurement on a 2-core machine moves
     # by +-20 % (long batches, over a second, are steady and run once). Each as a QueryBatch (no Python step
     # per query) and as the list of Query objects.
-    batch_rounds = BATCH_ROUNDS if float(np.sum(times)) * reps <= 1.0 else 1
+    batch_rounds = BATCH_ROUNDS if float(np.sum(times)) * reps <= 1.0 else long_rounds
     for kind, qs in (("batch", spnkit.QueryBatch.from_queries(big)), ("list", big)):
         for _ in range(batch_rounds):
             for th in sorted({1, threads}):
@@ -199,6 +200,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5,
                     help="passes over a cell's queries on each side (within --budget); a query's time is its "
                          "median over them")
+    ap.add_argument("--long-batch-rounds", type=int, default=1,
+                    help="alternating 1-thread/all-thread rounds for batches over a second (shorter ones: "
+                         f"{BATCH_ROUNDS}); each side keeps its best")
     ap.add_argument("--brute-max", type=int, default=20, help="skip brute above this many query variables")
     ap.add_argument("--go", action="store_true", help="also time the authors' Go code ($MAXSPN_SRC)")
     ap.add_argument("--cold", action="store_true", help="also measure a cold compile in a fresh process")
@@ -227,7 +231,8 @@ def main() -> None:
                 if method == "brute" and n_q > args.brute_max:
                     continue
                 m_opts = opts if method.startswith("exact") or method == "bs" else {}
-                cell, values = bench_cell(spn, queries, method, m_opts, args.budget, args.rounds)
+                cell, values = bench_cell(spn, queries, method, m_opts, args.budget, args.rounds,
+                                          args.long_batch_rounds)
                 row = {"spn": name, "nodes": spn.n_nodes, "edges": spn.n_edges, "vars": spn.n_vars,
                        "setting": setting_name(setting), "method": method, **cell}
                 if exe is not None and binary and method in GO_METHODS:
