@@ -250,32 +250,6 @@ def _max_card(cards):
     return K
 
 
-@nb.njit(cache=True)
-def branch_and_bound(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, variant,
-                     init_x, init_val, deadline, check_every, trace, fscr, iscr, bscr, tscr, n_cap, m_cap):
-    """Solve ``max_x S(x)`` exactly over a MAX instance (every variable a query variable): ``search_network``
-    with its buffers (``fscr``, ``iscr``, ``bscr``, ``tscr``: float64, int64, bool and int8 of at least
-    ``bb_scratch_size(n_cap, m_cap, ...)``, ``n_cap``/``m_cap`` at least the network's node/edge counts; the
-    larger, the more staged networks fit), or new ones when they are smaller. Returns ``(x, value, exact,
-    upper_bound, stats, n_trace)``, ``x`` and ``stats`` new arrays."""
-    nv = cards.shape[0]
-    K = _max_card(cards)
-    n_cap, m_cap = max(n_cap, node_type.shape[0]), max(m_cap, children.shape[0])
-    nf, ni, nb_, nt = bb_scratch_size(n_cap, m_cap, nv, K)
-    if fscr.shape[0] < nf or iscr.shape[0] < ni or bscr.shape[0] < nb_ or tscr.shape[0] < nt:
-        n_cap, m_cap = node_type.shape[0], children.shape[0]
-        nf, ni, nb_, nt = bb_scratch_size(n_cap, m_cap, nv, K)
-        fscr, iscr = np.empty(nf), np.empty(ni, dtype=np.int64)
-        bscr, tscr = np.empty(nb_, dtype=np.bool_), np.empty(nt, dtype=np.int8)
-    x = np.empty(nv, dtype=np.int64)
-    stats = np.zeros(5, dtype=np.int64)
-    best, exact, ub, n_trace = search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards,
-                                              variant, init_x, init_val, deadline, check_every, trace, n_cap, m_cap,
-                                              fscr, iscr, bscr, tscr, x, stats, None, np.int64(-1), np.int64(0),
-                                              nv < 0)    # False, typed as a plain bool (see search_network)
-    return x, best, exact, ub, stats, n_trace
-
-
 @nb.njit(cache=True, _nrt=False)
 def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, variant, init_x, init_val,
                    deadline, check_every, trace, n_cap, m_cap, fscr, iscr, bscr, tscr, x, stats, coop, owner, row,

@@ -18,7 +18,7 @@ from numba.core import types
 from .beam import beam_search
 from .clock import now
 from .coop import BUSY, IDLE, make_coop, merge, release, take
-from .exact import FCOS, _layout, _max_card, bb_scratch_size, branch_and_bound, search_network
+from .exact import FCOS, _layout, _max_card, bb_scratch_size, search_network
 from .k_best import k_best_tree_map, kbt_scratch
 from .linear import carry_constants, evaluate_kept, keep_uni_leaves, linear_map_fast, upward
 from .maxprod import (
@@ -102,8 +102,8 @@ def scratch(n, m, nv, K):
 # numba counts references to every array it passes or slices: atomic operations that took half of a BT query
 # on a 157-node network (perf: NRT_incref/NRT_decref). The linear methods allocate nothing, so their kernels
 # are compiled without reference counting (``_nrt=False``); so are the sweeps that every method shares
-# (``kernels.linear``, ``maxprod.descend_into``), the value/derivative passes and the four searches without a
-# warm start (``_exact_one``, ``exact.search_network``). A callee without its own flag is compiled with the
+# (``kernels.linear``, ``maxprod.descend_into``), the value/derivative passes and the searches (``_exact_one``,
+# ``exact.search_network``; "exact"'s warm start is counted in ``_warm_start``). A callee without its own flag is compiled with the
 # caller's, so nothing below an ``_nrt=False`` kernel may allocate: tests/spnkit/test_nrt_audit.py checks the
 # source, test_refcounts.py that every method frees what it allocates. An ``_nrt=False`` function must not
 # return an array to a counting caller (which would release a reference it never took): the helpers that
@@ -207,9 +207,10 @@ def _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, 
 @nb.njit(cache=True, _nrt=False)
 def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
                variant, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf, coop, owner, row, helper):
-    """``solve_one`` for the four branch-and-bound variants without a warm start (``exact.MC`` ... ``FCOS``):
-    nothing is allocated, so nothing is reference-counted (on a 157-node network at 1:1:8 the counts were half
-    of the query).
+    """``solve_one`` for the branch-and-bound methods: ``variant`` ``exact.MC`` ... ``FCOS`` (no warm start, as
+    in the authors' experiments) or ``WARM`` (``"exact"``: FCOS started from max-product's answer). Nothing is
+    allocated here, so nothing is reference-counted (on a 157-node network at 1:1:8 the counts were half of the
+    query); only the warm start's max-product pass allocates, counted in ``_warm_start``.
 
     ``coop`` (``map_batch``; None for ``spnkit.map``, which then runs a version compiled without any of this):
     worker ``owner`` searches query ``row`` with idle workers' help (``kernels.coop``), then helps, on its
@@ -225,12 +226,17 @@ def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_
         return status, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
     t, ptr, ch, w, var, val = red
     xq = init_x[:nq]
-    xq[:] = 0
+    if variant == WARM:
+        variant = FCOS
+        start = _warm_start(t, ptr, ch, w, var, val, xq)
+    else:
+        xq[:] = 0
+        start = -np.inf
     if coop is not None:
-        coop[6][owner] = -np.inf
+        coop[6][owner] = start
         coop[7][owner, :] = -np.inf
         coop[9][owner, :] = 0
-    best, exact, ub, n_trace = search_network(t, ptr, ch, w, var, val, rcards[:nq], variant, xq, -np.inf,
+    best, exact, ub, n_trace = search_network(t, ptr, ch, w, var, val, rcards[:nq], variant, xq, start,
                                               t0 + timeout_ticks, check_every, trace, n + 1, children.shape[0] + 1,
                                               bb[0], bb[1], bb[2], bb[3], xq, stats, coop, owner, row, row < 0)
     if coop is not None:
@@ -251,6 +257,18 @@ def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_
     if exact:
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
     return 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
+
+
+WARM = 4      # _exact_one's variant for "exact" (EXACT - EXACT_MC)
+
+
+@nb.njit(cache=True, _nrt=True)     # it allocates: counted even when called from _exact_one
+def _warm_start(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x):
+    """Max-product's answer on a reduced network into ``x``, and its exact log value: the first incumbent of
+    ``"exact"``."""
+    bt, _ = best_tree(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x.shape[0])
+    x[:] = bt
+    return log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, bt, np.empty(node_type.shape[0]))
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -306,7 +324,7 @@ def solve_query(net, role, value, opts, trace, x):
         return _linear_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
                            net.leaf_val, plan, net.cards, role, value, method == BT, x, net.scratch_f,
                            net.scratch_i, net.scratch_b)
-    if EXACT_MC <= method <= EXACT_FCOS:
+    if EXACT_MC <= method <= EXACT:
         return _exact_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
                           net.leaf_val, plan, net.cards, role, value, method - EXACT_MC, opts[5], opts[6], trace, x,
                           net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t, None, np.int64(-1),
@@ -360,7 +378,7 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     if method == BT or method == NG:
         return _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
                            value, method == BT, x_full, fbuf, ibuf, kept[:n])
-    if EXACT_MC <= method <= EXACT_FCOS:
+    if EXACT_MC <= method <= EXACT:
         return _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
                           value, method - EXACT_MC, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf,
                           None, np.int64(-1), np.int64(0), None)
@@ -384,18 +402,10 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     elif method == KBT:
         xq, _, n_trees = k_best_tree_map(t, ptr, ch, w, var, val, nq, k, kbt_f, kbt_i)
         stats[0] = n_trees
-    elif method == BRUTE:
+    else:                      # BRUTE
         xq, best = brute_force(t, ptr, ch, w, var, val, rcards)
         exact = True
         ub = best
-    else:                      # EXACT: FCOS started from max-product's answer
-        init_x, _ = best_tree(t, ptr, ch, w, var, val, nq)
-        init_val = log_value(t, ptr, ch, w, var, val, init_x, np.empty(t.shape[0]))
-        xq, best, exact, ub, st, n_trace = branch_and_bound(t, ptr, ch, w, var, val, rcards, np.int64(FCOS), init_x,
-                                                            init_val, t0 + timeout_ticks, check_every, trace,
-                                                            bb[0], bb[1], bb[2], bb[3], n + 1,
-                                                            children.shape[0] + 1)
-        stats[:5] = st
     lv = _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars, xq,
                  u, ue, flags, scaled)
     if exact:
@@ -421,7 +431,7 @@ def _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, l
             s, lv, ex, ub, st, _n, sec = _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
                                                      leaf_val, plan, cards, roles[r], values[r], method == BT, xs[r],
                                                      fbuf, ibuf, kept[:n])
-        elif EXACT_MC <= method <= EXACT_FCOS:
+        elif EXACT_MC <= method <= EXACT:
             s, lv, ex, ub, st, _n, sec = _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
                                                     leaf_val, plan, cards, roles[r], values[r], method - EXACT_MC,
                                                     timeout_ticks, check_every, trace, xs[r], fbuf, ibuf, kept, tbuf,
@@ -531,7 +541,7 @@ def solve_batch(net, roles, values, opts, workers):
                     size = times_card(size, cards[v])
             split[r] = size >= BRUTE_SPLIT
     # the four searches share their long queries with workers left without one (kernels.coop)
-    searches = EXACT_MC <= method <= EXACT_FCOS and workers > 1
+    searches = EXACT_MC <= method <= EXACT and workers > 1
     K = cards.max()
     coop = make_coop(workers, nv if searches else 0, K if searches else 1)
     plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
@@ -553,8 +563,8 @@ def solve_batch(net, roles, values, opts, workers):
                         lvs, exact, ubs, stats, secs, coop, worker, helper)
         fetch_add(coop[0], BUSY, -1)
         if searches:
-            _help(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, method - EXACT_MC,
-                  check_every, coop, worker - workers, helper)
+            _help(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards,
+                  FCOS if method == EXACT else method - EXACT_MC, check_every, coop, worker - workers, helper)
     if method == BRUTE:       # the long enumerations, one at a time, each split over the workers
         fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, K)
         Wr = np.empty(children.shape[0] + 1)

@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 import spnkit
 from spnkit import Query
+from spnkit.protocol import protocol_queries
 
+from .conftest import shared_file
 from .test_map import enumerate_map, spn_and_query
 
-SEARCHES = ("exact-mc", "exact-fc", "exact-fco", "exact-fcos")
+SEARCHES = ("exact-mc", "exact-fc", "exact-fco", "exact-fcos", "exact")
 
 pytestmark = pytest.mark.skipif(nb.config.NUMBA_NUM_THREADS < 2, reason="sharing a search needs two threads")
 
@@ -48,10 +50,15 @@ def test_shared_searches_find_the_enumerated_optimum(two_threads, case, method, 
 
 @pytest.mark.parametrize("method", SEARCHES)
 def test_one_long_query_is_shared_and_gives_the_single_call_answer(two_threads, nltcs_path, method):
-    """A batch of one query on nltcs: the second worker has nothing else to do, so the search hands it
-    subtrees; the value, the proof and (nltcs has no tied optima here) the assignment are those of spnkit.map."""
-    spn = spnkit.load(nltcs_path)
-    q = Query(16, query=range(12), hidden=range(12, 16))
+    """A batch of one query: the second worker has nothing else to do, so the search hands it subtrees; the
+    value, the proof and (no tied optima here) the assignment are those of spnkit.map. On nltcs max-product's
+    answer lets "exact" prove its optimum at the root, so it gets a plants query (231 expansions)."""
+    if method == "exact":
+        spn = spnkit.load(shared_file("spn/json/plants/spn.json"))
+        q = protocol_queries(spn.cardinalities, "5:2:3", 2, seed=0)[1]
+    else:
+        spn = spnkit.load(nltcs_path)
+        q = Query(16, query=range(12), hidden=range(12, 16))
     r = spnkit.map(spn, q, method=method)
     df = spnkit.map_batch(spn, [q], method=method, check_every=1)
     assert df["subtrees_shared"][0] > 0
