@@ -259,7 +259,7 @@ def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_
     return 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
 
 
-WARM = 4      # _exact_one's variant for "exact" (EXACT - EXACT_MC)
+WARM = EXACT - EXACT_MC      # _exact_one's variant for "exact": FCOS from max-product's answer
 
 
 @nb.njit(cache=True, _nrt=True)     # it allocates: counted even when called from _exact_one
