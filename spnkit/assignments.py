@@ -110,7 +110,10 @@ class AssignmentArray(ExtensionArray):
         elif _is_missing(value):
             self._rows[key], self._missing[key] = _MISSING_FILL, True
         else:
-            self._rows[key] = np.asarray(value, dtype=np.int64)
+            arr = np.asarray(value)
+            if arr.size and not np.issubdtype(arr.dtype, np.integer):
+                raise TypeError(f"an assignment column holds integers, not {arr.dtype} ({value!r:.60})")
+            self._rows[key] = arr
             self._missing[key] = False
 
     def isna(self) -> np.ndarray:

@@ -131,6 +131,10 @@ def test_bad_input_is_refused(frames):
         df["assignment"].array.take([0, -1], allow_fill=True, fill_value=7)
     with pytest.raises(TypeError, match="expected 2 integers"):
         pd.array([[0, 1], [0, 1, 1]], dtype="assignment[2]")
+    col = df["assignment"].array.copy()
+    with pytest.raises(TypeError, match="holds integers, not float64"):
+        col[0] = np.full(6, 0.5)                     # not truncated to zeros
+    assert (col.rows[0] == df["assignment"].iloc[0]).all()
     with pytest.raises(TypeError, match="2-d int64"):
         AssignmentArray(np.zeros(3, dtype=np.int64))
     with pytest.raises(TypeError, match="Cannot construct"):
