@@ -204,6 +204,15 @@ def _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, 
     return lv
 
 
+WARM = EXACT - EXACT_MC      # _exact_one's variant for "exact": FCOS from max-product's answer
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def _search_variant(variant):
+    """The search an exact variant runs: ``WARM`` (``"exact"``) is FCOS, after its warm start."""
+    return FCOS if variant == WARM else variant
+
+
 @nb.njit(cache=True, _nrt=False)
 def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
                variant, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf, coop, owner, row, helper):
@@ -227,11 +236,11 @@ def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_
     t, ptr, ch, w, var, val = red
     xq = init_x[:nq]
     if variant == WARM:
-        variant = FCOS
         start = _warm_start(t, ptr, ch, w, var, val, xq)
     else:
         xq[:] = 0
         start = -np.inf
+    variant = _search_variant(variant)
     if coop is not None:
         coop[6][owner] = start
         coop[7][owner, :] = -np.inf
@@ -258,8 +267,6 @@ def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
     return 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
 
-
-WARM = EXACT - EXACT_MC      # _exact_one's variant for "exact": FCOS from max-product's answer
 
 
 @nb.njit(cache=True, _nrt=True)     # it allocates: counted even when called from _exact_one
@@ -564,7 +571,7 @@ def solve_batch(net, roles, values, opts, workers):
         fetch_add(coop[0], BUSY, -1)
         if searches:
             _help(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards,
-                  FCOS if method == EXACT else method - EXACT_MC, check_every, coop, worker - workers, helper)
+                  _search_variant(method - EXACT_MC), check_every, coop, worker - workers, helper)
     if method == BRUTE:       # the long enumerations, one at a time, each split over the workers
         fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, K)
         Wr = np.empty(children.shape[0] + 1)
