@@ -9,6 +9,7 @@ from .errors import (
                      ConfigError,
                      EngineClosedError,
                      EngineDeadError,
+                     EngineInUseError,
                      InvalidRequestError,
                      ModelBuildError,
                      WeightUpdateError,
@@ -16,7 +17,8 @@ from .errors import (
 from .tasks import Problem, RunningSum
 
 __all__ = [
-    "ArealnbError", "ConfigError", "EngineClosedError", "EngineDeadError", "InvalidRequestError",
+    "ArealnbError", "ConfigError", "EngineClosedError", "EngineDeadError", "EngineInUseError",
+    "InvalidRequestError",
     "ModelBuildError", "WeightUpdateError", "GenerationOutput", "InferenceEngine", "Problem", "RunningSum",
 ]
 __version__ = "0.1.0"

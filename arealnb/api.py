@@ -22,7 +22,9 @@ class GenerationOutput:
     prompt_ids : list[int]
     output_ids : list[int], length T
     logprobs : float64 array, shape (T,)
-        Behaviour log-prob of each output token: ``log π_behav(o_t | prompt, o_<t)`` as the engine sampled it.
+        Behaviour log-prob of each output token, ``log π_behav(o_t | prompt, o_<t)``: the distribution the token
+        was actually drawn from, i.e. ``log_softmax(logits / T)`` over the top-p nucleus, renormalised (T = 0:
+        ``log_softmax(logits)``). Not the model's raw log-softmax unless T = 1 and top-p = 1.
     versions : int64 array, shape (T,)
         Policy version of the weights that produced each output token.
     finish_reason : ``"stop"`` (EOS or a stop token), ``"length"`` (max_new_tokens) or ``"abort"``.
@@ -43,11 +45,6 @@ class GenerationOutput:
 
 
 @runtime_checkable
-class VersionProvider(Protocol):
-    def get_version(self) -> int: ...
-
-
-@runtime_checkable
 class InferenceEngine(Protocol):
     """What the orchestrator needs from a rollout engine."""
 
@@ -62,8 +59,16 @@ class InferenceEngine(Protocol):
 
     async def generate(self, prompt_ids: list[int], max_new_tokens: int = 256, temperature: float = 1.0,
                        seed: int | None = None, stop_token_ids: list[int] | None = None,
-                       ignore_eos: bool = False, request_id: str | None = None) -> GenerationOutput:
+                       ignore_eos: bool = False, request_id: str | None = None,
+                       top_p: float = 1.0) -> GenerationOutput:
         """Sample one completion; returns when it finishes (or is aborted, with its partial output)."""
+        ...
+
+    async def generate_group(self, prompt_ids: list[int], n: int, max_new_tokens: int = 256,
+                             temperature: float = 1.0, seed: int | None = None,
+                             stop_token_ids: list[int] | None = None, ignore_eos: bool = False,
+                             request_id: str | None = None, top_p: float = 1.0) -> list[GenerationOutput]:
+        """``n`` samples of one prompt (a GRPO group), in order."""
         ...
 
     async def abort(self, request_id: str) -> None: ...
@@ -74,7 +79,7 @@ class InferenceEngine(Protocol):
 
     async def resume(self) -> None: ...
 
-    async def update_weights(self, state_dict: dict, version: int) -> None:
+    async def update_weights(self, state_dict: dict, version: int) -> float:
         """Validate, then swap in new weights tagged ``version``; in-flight requests follow the interrupt mode."""
         ...
 

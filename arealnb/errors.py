@@ -30,3 +30,8 @@ class EngineClosedError(ArealnbError, RuntimeError):
 
 class InvalidRequestError(ArealnbError, ValueError):
     """A generation request was refused (empty prompt, token id out of range, too long, bad parameters)."""
+
+
+class EngineInUseError(ArealnbError, RuntimeError):
+    """Another vLLM engine is live in this process. vLLM's state is process-wide: one engine per kernel (close
+    the other first), or a separate process for a second one."""

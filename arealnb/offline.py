@@ -3,19 +3,20 @@
 The plain-vLLM baseline: what the asyncio engine is measured against, and the simplest way to sample
 from a policy in a notebook. Settings follow ../shared/VLLM_CPU.md: ``enforce_eager=True`` (torch.compile
 costs 20-50 s of start-up for ~9%), an explicit KV-cache size (vLLM would otherwise take ~11 GiB),
-token-id prompts, fp32 when logprobs must match the learner.
+token-id prompts, fp32 when logprobs must match the learner. ``LLM`` is built, read and shut down by
+``arealnb.engines.vllm_common``, exactly as for ``VLLMEngine`` (sampler log-probs, no chunked prefill, the
+one-engine-per-process rule).
 """
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
 import numpy as np
 
-from . import runtime
 from .api import GenerationOutput
+from .engines import vllm_common as vc
 
 
 class OfflineGenerator:
@@ -32,13 +33,15 @@ class OfflineGenerator:
 
     def __init__(self, model_path: str | os.PathLike, dtype: str = "float32", kv_cache_bytes: int = 64 << 20,
                  max_model_len: int = 512, max_num_seqs: int = 64, seed: int = 0):
-        runtime.before_engine_build()
-        from vllm import LLM
-
         self.model_path = Path(model_path)
-        self.llm = LLM(model=str(self.model_path), dtype=dtype, enforce_eager=True,
-                       kv_cache_memory_bytes=int(kv_cache_bytes), max_model_len=max_model_len,
-                       max_num_seqs=max_num_seqs, seed=seed, enable_prefix_caching=False)
+        self.llm = None
+        self._claim = vc.claim_process(f"OfflineGenerator({self.model_path.name})")
+        try:
+            self.llm = vc.build_llm(self.model_path, dtype=dtype, kv_cache_bytes=kv_cache_bytes,
+                                    max_num_seqs=max_num_seqs, max_model_len=max_model_len, seed=seed)
+        except BaseException:
+            vc.release_process(self._claim)
+            raise
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int = 64, temperature: float = 1.0,
@@ -59,10 +62,11 @@ class OfflineGenerator:
         for p, o in zip(prompts, outs, strict=True):
             c = o.outputs[0]
             ids = list(c.token_ids)
-            lp = np.array([d[t].logprob for t, d in zip(ids, c.logprobs, strict=True)], dtype=np.float64)
+            lp = np.array(vc.sampled_logprobs(ids, c.logprobs), dtype=np.float64)
             samples.append(GenerationOutput(request_id=str(o.request_id), prompt_ids=list(p), output_ids=ids,
                                             logprobs=lp, versions=np.zeros(len(ids), dtype=np.int64),
-                                            finish_reason=c.finish_reason or "length", text=c.text))
+                                            finish_reason=vc.finish_reason(c.finish_reason, len(ids), max_new_tokens),
+                                            text=c.text))
         return samples
 
     def close(self) -> None:
@@ -70,9 +74,9 @@ class OfflineGenerator:
         if llm is None:
             return
         self.llm = None
-        llm.llm_engine.engine_core.shutdown()
+        vc.shutdown_llm(llm)
         del llm
-        gc.collect()
+        vc.release_process(self._claim)
 
     def __enter__(self) -> OfflineGenerator:
         return self
