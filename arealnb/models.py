@@ -203,21 +203,28 @@ def load_policy(model_dir: str | os.PathLike, dtype: str = "float32"):
     return model, AutoTokenizer.from_pretrained(model_dir)
 
 
-def token_logprobs(model, prompt_ids, output_ids) -> np.ndarray:
+def token_logprobs(model, prompt_ids, output_ids, temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:
     """``log π(output_ids[t] | prompt, output_ids[:t])`` for every t, recomputed with a full forward pass.
 
-    The independent oracle for engine logprobs: float64 log-softmax of the model's logits.
-    Returns float64, shape (len(output_ids),).
+    The independent oracle for engine logprobs: float64 log-softmax of the model's logits, divided by
+    ``temperature`` (0 = greedy: left as they are) and truncated to the top-p nucleus by vLLM's rule (drop the
+    tokens whose ascending cumulative probability is <= 1 - p, always keep the largest), i.e. the sampler's
+    distribution. Returns float64, shape (len(output_ids),).
     """
     import torch
 
     ids = torch.tensor([list(prompt_ids) + list(output_ids)], dtype=torch.long)
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].double()                  # (T, V)
-    logp = torch.log_softmax(logits, dim=-1)
     n_p, n_o = len(prompt_ids), len(output_ids)
-    pos = torch.arange(n_p - 1, n_p - 1 + n_o)                            # position predicting each output
-    return logp[pos, torch.tensor(list(output_ids), dtype=torch.long)].numpy()
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, n_p - 1:n_p - 1 + n_o].double()   # (n_o, V): rows predict outputs
+    logits = logits / (temperature if temperature > 0 else 1.0)
+    if top_p < 1:
+        srt, idx = logits.sort(dim=-1)
+        drop = srt.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[:, -1] = False
+        logits = logits.scatter(-1, idx, srt.masked_fill(drop, float("-inf")))
+    logp = torch.log_softmax(logits, dim=-1)
+    return logp[torch.arange(n_o), torch.tensor(list(output_ids), dtype=torch.long)].numpy()
 
 
 def main(argv: list[str] | None = None) -> int:

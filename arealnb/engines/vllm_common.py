@@ -179,7 +179,7 @@ def finish_reason(reason: str | None, n_tokens: int, max_tokens: int) -> str:
 SEED_MAX = 2**64 - 1
 
 
-def _is_int(x) -> bool:
+def is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
@@ -198,7 +198,7 @@ def check_prompt(prompt_ids, vocab_size: int) -> list[int]:
     ids = list(prompt_ids)
     if not ids:
         raise InvalidRequestError("prompt_ids must be a non-empty list of non-negative token ids")
-    bad = [t for t in ids if not _is_int(t) or not 0 <= t < vocab_size]
+    bad = [t for t in ids if not is_int(t) or not 0 <= t < vocab_size]
     if bad:
         raise InvalidRequestError(f"prompt_ids: {len(bad)} entr(y/ies) are not token ids in [0, {vocab_size}), "
                                   f"e.g. {bad[0]!r}")
@@ -212,7 +212,7 @@ def check_sampling(*, n_prompt: int, max_model_len: int, max_new_tokens, tempera
     if room < 1:
         raise InvalidRequestError(f"the prompt has {n_prompt} tokens; the engine's context is max_model_len="
                                   f"{max_model_len}, leaving no room for output")
-    if not _is_int(max_new_tokens) or max_new_tokens < 1:
+    if not is_int(max_new_tokens) or max_new_tokens < 1:
         raise InvalidRequestError(f"max_new_tokens={max_new_tokens!r}: expected an integer >= 1")
     if max_new_tokens > room:
         raise InvalidRequestError(f"max_new_tokens={max_new_tokens} does not fit: a {n_prompt}-token prompt "
@@ -223,13 +223,13 @@ def check_sampling(*, n_prompt: int, max_model_len: int, max_new_tokens, tempera
         raise InvalidRequestError(f"temperature={temperature!r}: expected a finite number >= 0 (0 = greedy)")
     if not isinstance(top_p, numbers.Real) or isinstance(top_p, bool) or not 0 < top_p <= 1:
         raise InvalidRequestError(f"top_p={top_p!r}: expected a number in (0, 1] (1 = no truncation)")
-    if not _is_int(n) or n < 1:
+    if not is_int(n) or n < 1:
         raise InvalidRequestError(f"n={n!r}: expected an integer >= 1")
-    if seed is not None and (not _is_int(seed) or not 0 <= seed or seed + n - 1 > SEED_MAX):
+    if seed is not None and (not is_int(seed) or not 0 <= seed or seed + n - 1 > SEED_MAX):
         raise InvalidRequestError(f"seed={seed!r}: expected None or an integer in [0, 2**64 - {n}] (a group of "
                                   f"n samples uses seed .. seed + n - 1)")
     stops = [] if stop_token_ids is None else list(stop_token_ids)
-    if any(not _is_int(t) or not 0 <= t < vocab_size for t in stops):
+    if any(not is_int(t) or not 0 <= t < vocab_size for t in stops):
         raise InvalidRequestError(f"stop_token_ids={stop_token_ids!r}: expected token ids in [0, {vocab_size})")
     return {"max_tokens": int(max_new_tokens), "temperature": float(temperature), "top_p": float(top_p),
             "seed": None if seed is None else int(seed), "stop_token_ids": [int(t) for t in stops]}

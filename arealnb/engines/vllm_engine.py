@@ -160,7 +160,6 @@ class VLLMEngine:
         self._closed = False
         self._claim: object | None = None
         self._thread: threading.Thread | None = None
-        self._stopped = threading.Event()
         self._inflight: cf.Future | None = None
         self._tokenizer = None
         self._llm = None
@@ -318,7 +317,7 @@ class VLLMEngine:
 
     def _submit_push(self, state_dict, version) -> cf.Future:
         with self._push_lock:                          # versions are checked and claimed in order
-            if not vc._is_int(version) or version <= self._pushed_version:
+            if not vc.is_int(version) or version <= self._pushed_version:
                 raise WeightUpdateError(f"version={version!r} refused: expected an int above the last pushed "
                                         f"version {self._pushed_version}; the engine keeps serving version "
                                         f"{self._version}")
@@ -387,7 +386,6 @@ class VLLMEngine:
         except BaseException as exc:  # noqa: BLE001 - reported to start()
             self._shutdown_vllm()
             self._release()
-            self._stopped.set()
             _settle(ready, exc=exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             return
         _settle(ready, self)
@@ -398,7 +396,6 @@ class VLLMEngine:
         finally:
             self._shutdown_vllm()
             self._release()                   # vLLM is gone: another engine may start
-            self._stopped.set()
 
     def _build(self) -> None:
         self._llm = vc.build_llm(self.model_path, dtype=self.dtype, kv_cache_bytes=self.kv_cache_bytes,
@@ -468,8 +465,8 @@ class VLLMEngine:
         from vllm.inputs import TokensPrompt
 
         dup = [r.rid for r in reqs if r.rid in self._reqs]
-        if dup or len({r.rid for r in reqs}) < len(reqs):
-            err = InvalidRequestError(f"request id {(dup or [reqs[0].rid])[0]!r} is already in flight")
+        if dup:
+            err = InvalidRequestError(f"request id {dup[0]!r} is already in flight")
             for r in reqs:
                 _settle(r.future, exc=err)
             return
@@ -642,7 +639,6 @@ class VLLMEngine:
             self._closed = True
             with self._post_lock:
                 self._cmds.put((self._cmd_stop, (), None))
-            self._stopped.wait(timeout)
             self._thread.join(timeout)
         self._closed = True
         _live.discard(self)

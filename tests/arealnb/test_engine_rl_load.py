@@ -13,7 +13,7 @@ import torch
 
 from arealnb.engines.vllm_engine import VLLMEngine
 from arealnb.errors import ConfigError, EngineInUseError, InvalidRequestError, WeightUpdateError
-from arealnb.models import load_policy
+from arealnb.models import load_policy, token_logprobs
 from arealnb.tasks import RunningSum
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -89,22 +89,8 @@ def test_seeds_reproduce_and_out_of_range_seeds_are_refused(tiny_policy, prompts
 
 
 def _sampler_logprobs(model, out, temperature, top_p):
-    """Oracle: log-prob of each sampled token under softmax(logits / T) truncated to the top-p nucleus
-    (vLLM's rule: drop the tokens whose ascending cumulative probability is <= 1 - p, keep the largest),
-    recomputed in float64 from a plain HF forward pass."""
-    ids = torch.tensor([out.prompt_ids + out.output_ids])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].double()
-    n_p = len(out.prompt_ids)
-    rows = logits[n_p - 1:n_p - 1 + out.n_tokens] / (temperature if temperature > 0 else 1.0)
-    if top_p < 1:
-        srt, idx = rows.sort(dim=-1)
-        cum = srt.softmax(-1).cumsum(-1)
-        drop = cum <= 1 - top_p
-        drop[:, -1] = False
-        rows = rows.scatter(-1, idx, srt.masked_fill(drop, float("-inf")))
-    lp = torch.log_softmax(rows, -1)
-    return lp[torch.arange(out.n_tokens), torch.tensor(out.output_ids)].numpy()
+    """Oracle: the sampler's distribution recomputed in float64 from a plain HF forward pass."""
+    return token_logprobs(model, out.prompt_ids, out.output_ids, temperature, top_p)
 
 
 @pytest.mark.parametrize(("temperature", "top_p"), [(0.5, 1.0), (1.0, 1.0), (1.3, 1.0), (1.0, 0.8), (0.7, 0.9),
