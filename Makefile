@@ -55,7 +55,7 @@ $(STAMP):
 	@echo "== setup done"
 
 models: setup
-	$(PY) -m arealnb.models --size tiny
+	$(PY) -m arealnb policy --size tiny
 
 # $(call run_notebooks,LIST): execute each notebook headless (default mode) into reports/ as .ipynb + .html
 define run_notebooks

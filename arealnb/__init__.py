@@ -22,3 +22,16 @@ __all__ = [
     "ModelBuildError", "WeightUpdateError", "GenerationOutput", "InferenceEngine", "Problem", "RunningSum",
 ]
 __version__ = "0.1.0"
+
+# Heavy names load on first use, so `import arealnb` stays cheap (no torch, no vLLM).
+_LAZY = {"VLLMEngine": "engines", "ThreadPolicy": "engines", "WeightSpec": "engines"}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'arealnb' has no attribute {name!r}")
+

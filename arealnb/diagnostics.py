@@ -1,8 +1,13 @@
-"""Checks of generated data against the policies that produced it (used by notebooks and tests)."""
+"""Looking at generated data: sample tables, log-prob checks against the policies that produced it, and a
+policy's reward on fresh problems (used by notebooks, tests and ``python -m arealnb``)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from .api import GenerationOutput
 
 
 def logprob_check(outputs, policies: dict) -> pd.DataFrame:  # noqa: F821
@@ -32,3 +37,44 @@ def logprob_check(outputs, policies: dict) -> pd.DataFrame:  # noqa: F821
                 row[f"max_gap_vs_v{pv}"] = float(np.abs(cache[key][mask] - o.logprobs[mask]).max())
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def samples_frame(samples: list[GenerationOutput], problems=None, task=None):
+    """One row per sample: prompt, completion, tokens, finish reason, mean logprob (+ answer, reward)."""
+    import pandas as pd
+
+    rows = []
+    for i, s in enumerate(samples):
+        row = {"completion": s.text, "n_tokens": len(s.output_ids), "finish_reason": s.finish_reason,
+               "mean_logprob": float(np.mean(s.logprobs)) if len(s.logprobs) else float("nan")}
+        if problems is not None:
+            p = problems[i]
+            row = {"prompt": p.prompt, "n_terms": p.n_terms, "answer": p.answer, **row}
+            if task is not None:
+                row["reward"] = task.reward(s.text, p)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def logprob_gaps(model, samples: list[GenerationOutput]) -> np.ndarray:
+    """``|engine logprob - HF recomputed logprob|`` of every generated token, concatenated (float64)."""
+    from .models import token_logprobs
+
+    return np.concatenate([np.abs(token_logprobs(model, s.prompt_ids, s.output_ids) - s.logprobs)
+                           for s in samples if s.output_ids] or [np.zeros(0)])
+
+
+def evaluate_policy(model_path: str | os.PathLike, task, n: int = 400, seed: int = 123,
+                    max_new_tokens: int = 200, temperature: float = 1.0):
+    """Reward of a policy on ``n`` fresh task problems, one sample each: ``(mean_reward, frame)``, where the
+    frame has one row per problem (see :func:`samples_frame`)."""
+    from .models import load_policy
+    from .offline import OfflineGenerator
+
+    _, tok = load_policy(model_path)
+    problems = task.sample(np.random.default_rng(seed), n)
+    with OfflineGenerator(model_path) as gen:
+        samples = gen.generate([tok(p.prompt)["input_ids"] for p in problems], max_new_tokens=max_new_tokens,
+                               temperature=temperature, seed=seed)
+    df = samples_frame(samples, problems, task)
+    return float(df.reward.mean()), df

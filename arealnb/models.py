@@ -98,7 +98,7 @@ def _cache_key(task, size: str, seed: int, steps: int) -> str:
     return f"{task.name}-{size}-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def build_tiny_policy(task=None, path: str | os.PathLike | None = None, seed: int = 0, size: str = "tiny",
+def build_policy(task=None, path: str | os.PathLike | None = None, seed: int = 0, size: str = "tiny",
                       steps: int | None = None, progress: bool = True) -> Path:
     """Train (or reuse from cache) the embedded policy for ``task``; returns its HF checkpoint folder.
 
@@ -225,36 +225,3 @@ def token_logprobs(model, prompt_ids, output_ids, temperature: float = 1.0, top_
         logits = logits.scatter(-1, idx, srt.masked_fill(drop, float("-inf")))
     logp = torch.log_softmax(logits, dim=-1)
     return logp[torch.arange(n_o), torch.tensor(list(output_ids), dtype=torch.long)].numpy()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m arealnb.models [--size tiny|small] [--seed N]``: build (or find) the embedded policy."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m arealnb.models", description=main.__doc__)
-    ap.add_argument("--size", choices=sorted(SIZES), default="tiny", help="policy size (default: tiny)")
-    ap.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
-    ap.add_argument("--steps", type=int, default=None, help="AdamW steps (default: per size)")
-    ap.add_argument("--evaluate", type=int, default=0, metavar="N",
-                    help="then sample N fresh problems through vLLM and print the reward by number of terms")
-    args = ap.parse_args(argv)
-    import sys
-
-    path = build_tiny_policy(size=args.size, seed=args.seed, steps=args.steps, progress=sys.stderr.isatty())
-    meta = json.loads((path / "arealnb_build.json").read_text())
-    print(f"{args.size} policy: {path} ({meta['n_params']:,} parameters, final loss {meta['final_loss']:.3f}, "
-          f"built in {meta['train_seconds']:.0f} s)")
-    if args.evaluate:
-        import pandas as pd
-
-        from .offline import evaluate_policy
-
-        reward, df = evaluate_policy(path, RunningSum(), n=args.evaluate)
-        by_k = df.groupby(pd.cut(df.n_terms, [1, 2, 3, 4, 6, 10, 32]), observed=True).reward.agg(["size", "mean"])
-        print(f"reward {reward:.3f} on {args.evaluate} problems (temperature 1); by number of terms:")
-        print(by_k.round(3).to_string())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

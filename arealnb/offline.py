@@ -24,7 +24,7 @@ class OfflineGenerator:
 
     Parameters
     ----------
-    model_path : an HF causal-LM folder (e.g. from :func:`arealnb.models.build_tiny_policy`).
+    model_path : an HF causal-LM folder (e.g. from :func:`arealnb.models.build_policy`).
     dtype : ``"float32"`` (logprobs match the learner to ~1e-5) or ``"bfloat16"`` (~2.4x faster, up to
         ~0.7 nats off on a few % of tokens).
     kv_cache_bytes : KV-cache size; 64 MiB holds thousands of tokens of the tiny policy.
@@ -83,43 +83,3 @@ class OfflineGenerator:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def samples_frame(samples: list[GenerationOutput], problems=None, task=None):
-    """One row per sample: prompt, completion, tokens, finish reason, mean logprob (+ answer, reward)."""
-    import pandas as pd
-
-    rows = []
-    for i, s in enumerate(samples):
-        row = {"completion": s.text, "n_tokens": len(s.output_ids), "finish_reason": s.finish_reason,
-               "mean_logprob": float(np.mean(s.logprobs)) if len(s.logprobs) else float("nan")}
-        if problems is not None:
-            p = problems[i]
-            row = {"prompt": p.prompt, "n_terms": p.n_terms, "answer": p.answer, **row}
-            if task is not None:
-                row["reward"] = task.reward(s.text, p)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def logprob_gaps(model, samples: list[GenerationOutput]) -> np.ndarray:
-    """``|engine logprob - HF recomputed logprob|`` of every generated token, concatenated (float64)."""
-    from .models import token_logprobs
-
-    return np.concatenate([np.abs(token_logprobs(model, s.prompt_ids, s.output_ids) - s.logprobs)
-                           for s in samples if s.output_ids] or [np.zeros(0)])
-
-
-def evaluate_policy(model_path: str | os.PathLike, task, n: int = 400, seed: int = 123,
-                    max_new_tokens: int = 200, temperature: float = 1.0):
-    """Reward of a policy on ``n`` fresh task problems, one sample each: ``(mean_reward, frame)``, where the
-    frame has one row per problem (see :func:`samples_frame`)."""
-    from .models import load_policy
-
-    _, tok = load_policy(model_path)
-    problems = task.sample(np.random.default_rng(seed), n)
-    with OfflineGenerator(model_path) as gen:
-        samples = gen.generate([tok(p.prompt)["input_ids"] for p in problems], max_new_tokens=max_new_tokens,
-                               temperature=temperature, seed=seed)
-    df = samples_frame(samples, problems, task)
-    return float(df.reward.mean()), df

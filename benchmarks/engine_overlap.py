@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 from _report import report
 
-from arealnb.engine import VLLMEngine
-from arealnb.models import _demo_batch, build_tiny_policy, load_policy
+from arealnb.engines import VLLMEngine
+from arealnb.models import _demo_batch, build_policy, load_policy
 from arealnb.runtime import set_torch_threads
 from arealnb.tasks import RunningSum
 
@@ -84,7 +84,7 @@ async def generate_for_asyncllm(llm, prompts, seconds: float) -> float:
 
 
 async def measure(size: str, seconds: float, placement: str) -> dict:
-    path = build_tiny_policy(size=size)
+    path = build_policy(size=size)
     model, tok = load_policy(path)
     prompts = [tok(p.prompt)["input_ids"] for p in RunningSum().sample(np.random.default_rng(0), 64)]
     t_start = time.perf_counter()

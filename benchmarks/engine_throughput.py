@@ -31,8 +31,8 @@ import pandas as pd
 import torch
 from _report import report
 
-from arealnb.engine import VLLMEngine
-from arealnb.models import build_tiny_policy, load_policy
+from arealnb.engines import VLLMEngine
+from arealnb.models import build_policy, load_policy
 from arealnb.offline import OfflineGenerator
 from arealnb.tasks import RunningSum
 
@@ -137,7 +137,7 @@ def main() -> None:
     conc = [int(c) for c in args.concurrency.split(",")]
     rows, lat_rows, push_rows = [], [], []
     for size in args.sizes.split(","):
-        path = build_tiny_policy(size=size)
+        path = build_policy(size=size)
         model, tok = load_policy(path)
         prompts = [tok(p.prompt)["input_ids"] for p in RunningSum().sample(np.random.default_rng(0), 64)]
         for mode in ("recompute", "keep", "abort"):

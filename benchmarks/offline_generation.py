@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from _report import report
 
-from arealnb.models import build_tiny_policy, load_policy
+from arealnb.models import build_policy, load_policy
 from arealnb.offline import OfflineGenerator
 from arealnb.tasks import RunningSum
 
@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for size in args.sizes.split(","):
-        path = build_tiny_policy(size=size)
+        path = build_policy(size=size)
         _, tok = load_policy(path)
         problems = RunningSum().sample(np.random.default_rng(0), 64)
         prompts = [tok(p.prompt)["input_ids"] for p in problems]

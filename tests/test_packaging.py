@@ -71,6 +71,8 @@ def test_import_spnkit_never_imports_llm_stack():
 def test_import_arealnb_is_cheap():
     mods = _imported_after("import arealnb")
     assert "vllm" not in mods and "torch" not in mods
+    mods = _imported_after("from arealnb import VLLMEngine; import arealnb.engines, arealnb.offline")
+    assert "vllm" not in mods and "torch" not in mods, "an engine class must not import vLLM before it starts"
 
 
 @pytest.mark.slow
@@ -96,3 +98,15 @@ def test_spn_extra_alone_in_a_fresh_venv(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("no-torch []"), out.stdout
+
+
+def test_cli_finds_the_cached_policy_and_rejects_unknown_commands():
+    """`python -m arealnb policy` (what `make models` runs) reuses the cache entry built for the tests."""
+    out = subprocess.run([sys.executable, "-m", "arealnb", "policy", "--size", "tiny"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("tiny policy: ") and "parameters" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "arealnb", "train-everything"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+

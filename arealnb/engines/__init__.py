@@ -1,1 +1,10 @@
-"""Rollout engines behind :class:`arealnb.api.InferenceEngine`. vLLM specifics stay in ``vllm_engine``."""
+"""Rollout engines behind :class:`arealnb.api.InferenceEngine`; vLLM specifics stay in ``vllm_engine``.
+
+``from arealnb.engines import VLLMEngine`` (also ``arealnb.VLLMEngine``). Importing this package does not
+import vLLM: that happens when an engine starts.
+"""
+
+from .vllm_engine import ThreadPolicy, VLLMEngine
+from .weights import WeightSpec
+
+__all__ = ["VLLMEngine", "ThreadPolicy", "WeightSpec"]

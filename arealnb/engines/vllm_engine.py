@@ -126,7 +126,7 @@ class VLLMEngine:
         self.model_path = Path(model_path)
         if not (self.model_path / "config.json").is_file():
             raise ConfigError(f"{self.model_path} is not an HF model folder (no config.json); build one with "
-                              "arealnb.models.build_tiny_policy() or pass a downloaded checkpoint folder")
+                              "arealnb.models.build_policy() or pass a downloaded checkpoint folder")
         if interrupt not in _INTERRUPTS:
             raise ConfigError(f"interrupt={interrupt!r}; expected one of {_INTERRUPTS}")
         if dtype not in ("float32", "bfloat16", "float16"):

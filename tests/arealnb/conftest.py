@@ -6,6 +6,6 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_policy():
     """The embedded tiny policy, built once into data/models/ (cached across runs)."""
-    from arealnb.models import build_tiny_policy
+    from arealnb.models import build_policy
 
-    return build_tiny_policy(size="tiny", progress=False)
+    return build_policy(size="tiny", progress=False)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from arealnb.models import BOS_ID, EOS_ID, build_tiny_policy, build_tokenizer, load_policy, token_logprobs
+from arealnb.models import BOS_ID, EOS_ID, build_policy, build_tokenizer, load_policy, token_logprobs
 from arealnb.tasks import RunningSum
 
 
@@ -18,15 +18,15 @@ def test_tokenizer_is_character_level_and_round_trips():
 
 
 def test_build_is_seeded_cached_and_atomic(tmp_path):
-    a = build_tiny_policy(path=tmp_path / "a", steps=3, progress=False)
-    b = build_tiny_policy(path=tmp_path / "b", steps=3, progress=False)
+    a = build_policy(path=tmp_path / "a", steps=3, progress=False)
+    b = build_policy(path=tmp_path / "b", steps=3, progress=False)
     assert a.name == b.name
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     mtime = (a / "model.safetensors").stat().st_mtime_ns
-    assert build_tiny_policy(path=tmp_path / "a", steps=3, progress=False) == a      # reused, not rebuilt
+    assert build_policy(path=tmp_path / "a", steps=3, progress=False) == a      # reused, not rebuilt
     assert (a / "model.safetensors").stat().st_mtime_ns == mtime
     assert [p.name for p in (tmp_path / "a").iterdir()] == [a.name]                   # no temp folders left
-    c = build_tiny_policy(path=tmp_path / "a", steps=3, seed=1, progress=False)
+    c = build_policy(path=tmp_path / "a", steps=3, seed=1, progress=False)
     assert c != a and (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
 
 
@@ -45,4 +45,4 @@ def test_unknown_size_is_rejected(tmp_path):
     from arealnb.errors import ModelBuildError
 
     with pytest.raises(ModelBuildError, match="unknown size"):
-        build_tiny_policy(path=tmp_path, size="huge")
+        build_policy(path=tmp_path, size="huge")

@@ -14,7 +14,7 @@ import torch
 from arealnb.api import InferenceEngine
 from arealnb.engines.vllm_engine import VLLMEngine
 from arealnb.errors import EngineClosedError, EngineDeadError, InvalidRequestError, WeightUpdateError
-from arealnb.models import build_tiny_policy, load_policy, token_logprobs
+from arealnb.models import build_policy, load_policy, token_logprobs
 from arealnb.tasks import RunningSum
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -28,7 +28,7 @@ def run(coro):
 @pytest.fixture(scope="module")
 def policies(tiny_policy):
     """Old weights (the tiny policy) and genuinely different new ones (same architecture, other seed)."""
-    other = build_tiny_policy(size="tiny", seed=1, steps=120, progress=False)
+    other = build_policy(size="tiny", seed=1, steps=120, progress=False)
     old, tok = load_policy(tiny_policy)
     new, _ = load_policy(other)
     return old, new, tok

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from arealnb.diagnostics import logprob_gaps
 from arealnb.models import load_policy
-from arealnb.offline import logprob_gaps
 from arealnb.tasks import RunningSum
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
