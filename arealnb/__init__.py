@@ -3,7 +3,7 @@
 Importing arealnb is cheap: torch, transformers and vllm load only when a module that needs them is used.
 """
 
-from .api import GenerationOutput, InferenceEngine
+from .api import GenerationOutput, InferenceEngine, Task, Trajectory
 from .errors import (
                      ArealnbError,
                      ConfigError,
@@ -12,19 +12,21 @@ from .errors import (
                      EngineInUseError,
                      InvalidRequestError,
                      ModelBuildError,
+                     TrainerStateError,
                      WeightUpdateError,
 )
 from .tasks import Problem, RunningSum
 
 __all__ = [
-    "ArealnbError", "ConfigError", "EngineClosedError", "EngineDeadError", "EngineInUseError",
-    "InvalidRequestError",
-    "ModelBuildError", "WeightUpdateError", "GenerationOutput", "InferenceEngine", "Problem", "RunningSum",
+    "ArealnbError", "ConfigError", "EngineClosedError", "EngineDeadError", "EngineInUseError", "InvalidRequestError",
+    "ModelBuildError", "TrainerStateError", "WeightUpdateError", "GenerationOutput", "InferenceEngine", "Task",
+    "Trajectory", "Problem", "RunningSum",
 ]
 __version__ = "0.1.0"
 
 # Heavy names load on first use, so `import arealnb` stays cheap (no torch, no vLLM).
-_LAZY = {"VLLMEngine": "engines", "ThreadPolicy": "engines", "WeightSpec": "engines"}
+_LAZY = {"VLLMEngine": "engines", "ThreadPolicy": "engines", "WeightSpec": "engines", "Trainer": "trainer",
+         "TrainerConfig": "trainer", "StalenessManager": "staleness"}
 __all__ += list(_LAZY)
 
 

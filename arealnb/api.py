@@ -84,3 +84,59 @@ class InferenceEngine(Protocol):
         ...
 
     def stats(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What the trainer needs from a task: problems with a text prompt, and a reward for a completion.
+
+    ``sample(rng, n)`` returns ``n`` problems, each with a ``.prompt: str`` (anything else on the problem is the
+    task's business); ``reward(completion, problem)`` scores the decoded completion, higher is better. Rewards
+    run in worker threads (keep them thread-safe) under ``TrainerConfig.reward_timeout``. No subclassing needed:
+    :class:`arealnb.tasks.RunningSum` and any object with these two methods qualify.
+    """
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Any]: ...
+
+    def reward(self, completion: str, problem: Any) -> float: ...
+
+
+@dataclass
+class Trajectory:
+    """One sample as the learner consumes it (prompt and completion concatenated).
+
+    Attributes
+    ----------
+    input_ids : int64 array, shape (L,) — prompt then output tokens.
+    loss_mask : bool array, shape (L,) — True on output tokens (the ones trained on).
+    logprobs : float64 array, shape (L,) — behaviour log-prob of each output token (0 on the prompt).
+    versions : int64 array, shape (L,) — policy version that produced each output token (-1 on the prompt).
+    reward : the task's reward for the decoded completion (before scaling and normalisation).
+    group : id of the group (one prompt x ``group_size`` samples) this sample belongs to.
+    """
+
+    input_ids: np.ndarray
+    loss_mask: np.ndarray
+    logprobs: np.ndarray
+    versions: np.ndarray
+    reward: float
+    group: int
+    finish_reason: str = "stop"
+    text: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_output(self) -> int:
+        return int(self.loss_mask.sum())
+
+    @classmethod
+    def from_output(cls, out: GenerationOutput, reward: float, group: int, text: str = "") -> Trajectory:
+        n_p, n_o = len(out.prompt_ids), len(out.output_ids)
+        ids = np.asarray(list(out.prompt_ids) + list(out.output_ids), dtype=np.int64)
+        mask = np.zeros(n_p + n_o, dtype=bool)
+        mask[n_p:] = True
+        lp = np.zeros(n_p + n_o, dtype=np.float64)
+        lp[n_p:] = out.logprobs
+        ver = np.full(n_p + n_o, -1, dtype=np.int64)
+        ver[n_p:] = out.versions
+        return cls(ids, mask, lp, ver, float(reward), int(group), out.finish_reason, text, dict(out.meta))

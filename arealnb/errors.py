@@ -35,3 +35,7 @@ class InvalidRequestError(ArealnbError, ValueError):
 class EngineInUseError(ArealnbError, RuntimeError):
     """Another vLLM engine is live in this process. vLLM's state is process-wide: one engine per kernel (close
     the other first), or a separate process for a second one."""
+
+
+class TrainerStateError(ArealnbError, RuntimeError):
+    """The trainer cannot do this in its current state (already running, closed, or a checkpoint unreadable)."""

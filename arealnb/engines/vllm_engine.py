@@ -114,6 +114,8 @@ class VLLMEngine:
     seed : engine seed (requests may carry their own).
     thread_policy : torch threads while generating / while paused.
     check_finite : refuse weight pushes holding NaN or inf.
+    version : policy version of the weights in ``model_path`` (0 for a fresh policy; a resumed run's saved
+        version), the tag of the first tokens and the floor of the next push.
     engine_kwargs : further ``vllm.EngineArgs`` fields for vLLM itself (e.g. ``enforce_eager=False``,
         ``gpu_memory_utilization`` on a GPU box); checked before start. arealnb fixes ``logprobs_mode``,
         ``enable_chunked_prefill`` and ``enable_prefix_caching`` (see ``vllm_common``).
@@ -122,7 +124,7 @@ class VLLMEngine:
     def __init__(self, model_path: str | os.PathLike, dtype: str = "float32", max_num_seqs: int = 64,
                  kv_cache_bytes: int = 64 << 20, interrupt: InterruptMode = "recompute",
                  max_model_len: int | None = None, seed: int = 0, thread_policy: ThreadPolicy | None = None,
-                 check_finite: bool = True, engine_kwargs: dict | None = None):
+                 check_finite: bool = True, engine_kwargs: dict | None = None, version: int = 0):
         self.model_path = Path(model_path)
         if not (self.model_path / "config.json").is_file():
             raise ConfigError(f"{self.model_path} is not an HF model folder (no config.json); build one with "
@@ -153,8 +155,10 @@ class VLLMEngine:
         self._reqs: dict[str, _Request] = {}          # owned by the engine thread
         self._by_internal: dict[str, _Request] = {}
         self._ids = itertools.count()
-        self._version = 0
-        self._pushed_version = 0
+        if not vc.is_int(version) or version < 0:
+            raise ConfigError(f"version={version!r}; expected an int >= 0 (the policy version of model_path)")
+        self._version = int(version)
+        self._pushed_version = int(version)
         self._paused = False
         self._dead: EngineDeadError | None = None
         self._closed = False
@@ -168,7 +172,7 @@ class VLLMEngine:
             "tokens_generated": 0, "steps": 0, "requests_finished": 0, "requests_aborted": 0, "weight_updates": 0,
             "last_update_s": float("nan"), "prefill_tokens": 0, "recompute_tokens": 0, "decode_tokens": 0,
             "step_s": 0.0, "prefill_step_s": 0.0, "recompute_step_s": 0.0}
-        self._stats: dict[str, Any] = {**self._counts, "version": 0, "running": 0, "waiting": 0, "paused": False,
+        self._stats: dict[str, Any] = {**self._counts, "version": self._version, "running": 0, "waiting": 0, "paused": False,
                                        "tok_per_s": 0.0}
         self._window: deque[tuple[float, int]] = deque()
         self._sched_counts = (0, 0, 0)
