@@ -48,11 +48,15 @@ class Learner:
                                     c.reward_scaling, c.reward_bias, c.group_reward_norm)
 
     def _forward_logp(self, seqs: list[np.ndarray]):
-        """Token log-probs of a packed micro-batch (flat, aligned with the concatenated ids)."""
-        ids, pos = ppo.packed_inputs(seqs)
+        """Token log-probs of a packed micro-batch, flat: the sequences' values concatenated in order."""
+        import torch
+
+        ids, pos, places = ppo.packed_inputs(seqs, self.cfg.pack_row_tokens)
         ids, pos = ids.to(self.device), pos.to(self.device)
-        logits = self.model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
-        return ppo.token_logp_from_logits(logits, ids[0], self.cfg.temperature, pos[0])
+        logits = self.model(input_ids=ids, position_ids=pos, use_cache=False).logits
+        rows = [ppo.token_logp_from_logits(logits[r], ids[r], self.cfg.temperature, pos[r])
+                for r in range(ids.shape[0])]
+        return torch.cat([rows[r][s:s + n] for r, s, n in places])
 
     def step(self, trajs: list[Trajectory], version: int) -> dict[str, Any]:
         """One training step at learner version ``version`` (the weights the batch is compared against)."""

@@ -135,17 +135,40 @@ def allocate_microbatches(lengths, max_tokens: int, min_mbs: int = 1) -> list[li
     return batches
 
 
-def packed_inputs(seqs: list[np.ndarray]):
-    """``(input_ids, position_ids)`` of shape (1, Σ len) for a padding-free forward of several sequences.
+def packed_inputs(seqs: list[np.ndarray], row_tokens: int | None = None):
+    """Padding-free inputs for several sequences: ``(input_ids, position_ids, places)``.
 
-    HF models built on ``transformers.masking_utils`` read restarting ``position_ids`` (with no attention mask
-    and no cache) as packed sequences and keep attention within each one.
+    Sequences are packed first-fit-decreasing into rows of at most ``row_tokens`` tokens (one row holding
+    everything when ``None``; a longer sequence gets a row of its own), so ``input_ids`` and ``position_ids`` have
+    shape (rows, R) with R the fullest row. Positions restart at 0 for each sequence; a row's unused tail is one
+    more restarting segment of pad ids that no sequence reads. ``places[i] = (row, start, length)`` locates
+    sequence ``i``. HF models built on ``transformers.masking_utils`` read restarting ``position_ids`` (with no
+    attention mask and no cache) as packed sequences and keep attention within each. Rows, rather than one long
+    row, keep the attention cost Σ R² instead of (Σ len)²: the mask is dense on CPU (measured in
+    ``benchmarks/rl_throughput.py``'s docstring).
     """
     import torch
 
-    ids = torch.from_numpy(np.concatenate(seqs).astype(np.int64))[None]
-    pos = torch.from_numpy(np.concatenate([np.arange(len(s)) for s in seqs]).astype(np.int64))[None]
-    return ids, pos
+    lengths = [len(x) for x in seqs]
+    cap = row_tokens if row_tokens is not None else sum(lengths)
+    fill: list[int] = []
+    places: list[tuple[int, int, int]] = [(0, 0, 0)] * len(seqs)
+    for i in sorted(range(len(seqs)), key=lambda i: -lengths[i]):
+        r = next((r for r, f in enumerate(fill) if f + lengths[i] <= cap), None)
+        if r is None:
+            r = len(fill)
+            fill.append(0)
+        places[i] = (r, fill[r], lengths[i])
+        fill[r] += lengths[i]
+    R = max(fill)
+    ids = np.zeros((len(fill), R), dtype=np.int64)
+    pos = np.zeros((len(fill), R), dtype=np.int64)
+    for x, (r, s, n) in zip(seqs, places, strict=True):
+        ids[r, s:s + n] = x
+        pos[r, s:s + n] = np.arange(n)
+    for r, f in enumerate(fill):
+        pos[r, f:] = np.arange(R - f)
+    return torch.from_numpy(ids), torch.from_numpy(pos), places
 
 
 def token_logp_from_logits(logits, input_ids, temperature: float = 1.0, position_ids=None):

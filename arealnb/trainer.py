@@ -80,7 +80,9 @@ class TrainerConfig:
                                   "ppo_n_minibatches == 1) or 'loglinear' (interpolated by versions)",
                                   default="recompute")
     ppo_n_minibatches: int = _help("optimizer steps per learner step (the batch split evenly)", default=1)
-    max_tokens_per_mb: int = _help("token budget of one packed micro-batch (Alg. 1)", default=2048)
+    max_tokens_per_mb: int = _help("token budget of one packed micro-batch (Alg. 1)", default=4096)
+    pack_row_tokens: int | None = _help("a micro-batch's sequences are packed into rows of at most this many "
+                                        "tokens (attention cost ~ rows x row²; None = one row)", default=256)
     reward_scaling: float = _help("r' = (r + reward_bias) * reward_scaling", default=10.0)
     reward_bias: float = _help("see reward_scaling (AReaL GSM8K: bias -0.5, scaling 10: ±5)", default=-0.5)
     group_reward_norm: bool = _help("normalise rewards by their group's mean and std (GRPO)", default=True)
@@ -94,6 +96,8 @@ class TrainerConfig:
     max_num_seqs: int | None = _help("engine decode batch (default: max_concurrent_rollouts * group_size, at "
                                      "most 256)", default=None)
     kv_cache_bytes: int = _help("engine KV-cache size", default=128 << 20)
+    learner_threads: int = _help("torch threads of the learner while the engine generates (async); sync mode's "
+                                 "learner uses every core while the engine is paused", default=1)
     engine_kwargs: dict | None = _help("extra vllm.EngineArgs fields (GPU boxes)", default=None)
     seed: int = _help("seeds problems, sampling and torch", default=0)
     keep_trajectories: int = _help("recent trajectories kept for inspection (trainer.recent)", default=256)
@@ -123,10 +127,14 @@ class TrainerConfig:
         if self.max_concurrent_rollouts is not None and (not is_int(self.max_concurrent_rollouts)
                                                          or self.max_concurrent_rollouts < 1):
             bad("max_concurrent_rollouts", "None or an int >= 1")
+        if self.pack_row_tokens is not None and (not is_int(self.pack_row_tokens) or self.pack_row_tokens < 1):
+            bad("pack_row_tokens", "None or an int >= 1")
         if self.max_num_seqs is not None and (not is_int(self.max_num_seqs) or self.max_num_seqs < 1):
             bad("max_num_seqs", "None or an int >= 1")
         if not is_int(self.kv_cache_bytes) or self.kv_cache_bytes < (1 << 20):
             bad("kv_cache_bytes", "an int >= 1 MiB")
+        if not is_int(self.learner_threads) or self.learner_threads < 1:
+            bad("learner_threads", "an int >= 1")
         if not is_int(self.seed) or self.seed < 0:
             bad("seed", "an int >= 0")
         if not is_int(self.keep_trajectories) or self.keep_trajectories < 0:
@@ -552,12 +560,13 @@ class Trainer:
         if self._learner is None:
             await asyncio.get_running_loop().run_in_executor(self._learner_pool, self._get_learner)
         if self.engine is None:
-            from .engines import VLLMEngine
+            from .engines import ThreadPolicy, VLLMEngine
 
             seqs = c.max_num_seqs or min(256, c.concurrent_rollouts * c.group_size)
             engine = VLLMEngine(self.policy_path, dtype="float32", max_num_seqs=seqs,
                                 kv_cache_bytes=c.kv_cache_bytes, interrupt=c.interrupt, seed=c.seed,
-                                engine_kwargs=c.engine_kwargs, version=self.version)
+                                engine_kwargs=c.engine_kwargs, version=self.version,
+                                thread_policy=ThreadPolicy(learner_with_engine=c.learner_threads))
             assert isinstance(engine, InferenceEngine)
             await engine.start()
             self.engine = engine

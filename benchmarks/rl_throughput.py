@@ -16,6 +16,11 @@ same wall-clock budget (``--seconds``). Columns:
 * ``reward_end`` — mean training-batch reward over the last third of the window's steps.
 * ``other_cpu`` — cores used by other processes during the window (from /proc/stat minus this process): on 2
   cores anything above ~0.1 makes the row suspect.
+
+``--packing`` instead times the learner alone (1 torch thread, table ``rl_learner_packing``): the same 10 batches
+of 32 RunningSum demonstrations (8 groups x 4) per layout, one PPO step each, after 2 warm-up steps: all
+sequences in one packed row, packed rows of at most 128 / 256 / 512 tokens, and a right-padded 2-D batch. On CPU
+the packed-sequence attention mask is dense, so one long row pays (Σ len)² attention; rows bound it.
 """
 
 from __future__ import annotations
@@ -48,10 +53,10 @@ def _self_cpu_seconds() -> float:
 
 
 def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int, interrupt: str,
-            concurrency: int | None) -> dict:
+            concurrency: int | None, learner_threads: int = 1) -> dict:
     cfg = TrainerConfig(mode=mode, max_staleness=eta, consumer_batch_size=8, group_size=4, max_new_tokens=128,
                         lr=1e-4, seed=0, interrupt=interrupt, max_concurrent_rollouts=concurrency,
-                        kv_cache_bytes=(64 if size == "tiny" else 256) << 20)
+                        kv_cache_bytes=(64 if size == "tiny" else 256) << 20, learner_threads=learner_threads)
     with Trainer(cfg, path, RunningSum()) as t:
         t.run_sync(steps=warmup)
         n0 = len(t.metrics)
@@ -76,6 +81,74 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
     }
 
 
+def _demo_batches(n: int, seed: int = 0):
+    from arealnb.api import Trajectory
+    from arealnb.models import EOS_ID, build_tokenizer
+
+    task = RunningSum()
+    tok = build_tokenizer(task.alphabet)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        trajs = []
+        for g, p in enumerate(task.sample(rng, 8)):
+            prompt = tok(p.prompt)["input_ids"]
+            ids = np.array(prompt + tok(p.demonstration, add_special_tokens=False)["input_ids"] + [EOS_ID])
+            mask = np.arange(len(ids)) >= len(prompt)
+            for _ in range(4):
+                trajs.append(Trajectory(ids, mask, np.where(mask, -0.5, 0.0), np.where(mask, 0, -1),
+                                        float(rng.random() < 0.3), g))
+        out.append(trajs)
+    return out
+
+
+def packing(sizes: list[str]) -> None:
+    import torch
+
+    from arealnb import runtime
+    from arealnb.learner import Learner
+
+    runtime.set_torch_threads(1)
+    batches = _demo_batches(12)
+    tokens = sum(len(t.input_ids) for b in batches[2:] for t in b)
+    rows = []
+    for size in sizes:
+        path = build_policy(size=size)
+        for layout in (None, 128, 256, 512, "padded"):
+            learner = Learner(path, TrainerConfig(pack_row_tokens=None if layout == "padded" else layout))
+            if layout == "padded":                       # the same loss on a right-padded batch
+                def step(b, learner=learner):
+                    m = learner.model
+                    T = max(len(t.input_ids) for t in b)
+                    ids = torch.zeros(len(b), T, dtype=torch.long)
+                    att = torch.zeros(len(b), T, dtype=torch.long)
+                    for i, t in enumerate(b):
+                        ids[i, :len(t.input_ids)] = torch.from_numpy(t.input_ids)
+                        att[i, :len(t.input_ids)] = 1
+                    lp = torch.log_softmax(m(input_ids=ids, attention_mask=att, use_cache=False).logits.float(), -1)
+                    lp = lp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+                    mask = torch.stack([torch.from_numpy(np.pad(t.loss_mask, (0, T - len(t.input_ids))))
+                                        for t in b])[:, 1:]
+                    loss = -(lp * mask).sum() / mask.sum()
+                    learner.optimizer.zero_grad()
+                    loss.backward()
+                    learner.optimizer.step()
+            else:
+                def step(b, learner=learner):
+                    learner.step(b, 0)
+            for b in batches[:2]:
+                step(b)
+            t0 = time.perf_counter()
+            for b in batches[2:]:
+                step(b)
+            dt = time.perf_counter() - t0
+            rows.append({"policy": size, "layout": "one row" if layout is None else
+                         (layout if layout == "padded" else f"rows <= {layout}"),
+                         "ms_per_step": round(dt / 10 * 1000, 1), "us_per_token": round(dt / tokens * 1e6, 1)})
+            print(rows[-1], flush=True)
+    report(pd.DataFrame(rows), "rl_learner_packing")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="tiny,small")
@@ -84,19 +157,25 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3, help="learner steps before the window")
     ap.add_argument("--interrupt", default="keep", choices=["keep", "recompute", "abort"])
     ap.add_argument("--concurrency", type=int, default=None, help="max_concurrent_rollouts (default: B)")
+    ap.add_argument("--learner-threads", type=int, default=1, help="async learner's torch threads")
+    ap.add_argument("--packing", action="store_true", help="only time the learner's packing layouts")
     args = ap.parse_args()
+    if args.packing:
+        return packing(args.sizes.split(","))
     etas = [math.inf if e == "inf" else int(e) for e in args.etas.split(",")]
     rows = []
     for size in args.sizes.split(","):
         path = build_policy(size=size)
         configs = [("sync", 0)] + [("async", e) for e in etas]
         for mode, eta in configs:
-            rows.append(run_one(path, size, mode, eta, args.seconds, args.warmup, args.interrupt, args.concurrency))
+            rows.append(run_one(path, size, mode, eta, args.seconds, args.warmup, args.interrupt, args.concurrency,
+                                args.learner_threads))
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     sync = df[df.config == "sync"].set_index("policy").eff_tok_s
     df.insert(4, "x_sync", (df.eff_tok_s / df.policy.map(sync)).round(2))
     df["interrupt"] = args.interrupt
+    df["learner_threads"] = args.learner_threads
     print()
     report(df, "rl_throughput")
 

@@ -128,10 +128,18 @@ def test_packed_and_padded_forwards_give_equal_logprobs_and_losses(tiny_model):
     rng = np.random.default_rng(0)
     seqs = [rng.integers(4, 17, size=n).astype(np.int64) for n in (5, 17, 9, 30)]
     seqs = [np.concatenate([[1], s]) for s in seqs]                       # <bos> first
-    ids, pos = ppo.packed_inputs(seqs)
+    ids, pos, places = ppo.packed_inputs(seqs)
+    assert ids.shape == (1, sum(len(s) for s in seqs))
     with torch.no_grad():
         packed = ppo.token_logp_from_logits(tiny_model(input_ids=ids, position_ids=pos, use_cache=False).logits[0],
                                             ids[0], temperature=0.7, position_ids=pos[0])
+        packed = torch.cat([packed[s:s + n] for _, s, n in places])
+        # rows of at most 40 tokens, first fit by decreasing length: 31+6 | 18+10 -> shape (2, 37)
+        rids, rpos, rplaces = ppo.packed_inputs(seqs, row_tokens=40)
+        assert rids.shape == (2, 37) and rplaces[3] == (0, 0, 31) and rplaces[0] == (0, 31, 6)
+        rlogits = tiny_model(input_ids=rids, position_ids=rpos, use_cache=False).logits
+        rows = [ppo.token_logp_from_logits(rlogits[r], rids[r], 0.7, rpos[r]) for r in range(rids.shape[0])]
+        in_rows = torch.cat([rows[r][s:s + n] for r, s, n in rplaces])
         T = max(len(s) for s in seqs)
         pad = torch.zeros(len(seqs), T, dtype=torch.long)
         att = torch.zeros(len(seqs), T, dtype=torch.long)
@@ -142,6 +150,7 @@ def test_packed_and_padded_forwards_give_equal_logprobs_and_losses(tiny_model):
     padded = torch.cat([ppo.token_logp_from_logits(logits[i, :len(s)], pad[i, :len(s)], temperature=0.7)
                         for i, s in enumerate(seqs)])
     assert torch.allclose(packed, padded, atol=1e-5)
+    assert torch.allclose(in_rows, padded, atol=1e-5)
     # one sequence alone gives the same values as inside the pack (no attention across sequences)
     alone = ppo.token_logp_from_logits(tiny_model(input_ids=torch.from_numpy(seqs[1])[None]).logits[0].detach(),
                                        torch.from_numpy(seqs[1]), temperature=0.7)
