@@ -51,17 +51,6 @@ def group_advantages(rewards: np.ndarray, groups: np.ndarray, reward_scaling: fl
     return out
 
 
-def normalize_token_advantages(adv_tok, mask, eps: float = 1e-6):
-    """Batch-level normalisation over the output tokens (``mask``); other entries stay 0."""
-    import torch
-
-    m = mask.to(adv_tok.dtype)
-    n = m.sum().clamp(min=1)
-    mean = (adv_tok * m).sum() / n
-    var = (((adv_tok - mean) * m) ** 2).sum() / n
-    return (adv_tok - mean) * m / (torch.sqrt(var) + eps)
-
-
 def loglinear_prox_logp(behav_logp, theta_logp, versions, version: int):
     """AReaL's log-linear π_prox approximation (see the module docstring); ``theta_logp`` is detached."""
     import torch

@@ -106,8 +106,7 @@ class TrainerConfig:
         def bad(name, rule):
             raise ConfigError(f"TrainerConfig.{name}={getattr(self, name)!r}: expected {rule}")
 
-        def is_int(x):
-            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+        from .engines.vllm_common import is_int
 
         def is_num(x):
             return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
@@ -124,13 +123,10 @@ class TrainerConfig:
                      "max_tokens_per_mb"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 bad(name, "an int >= 1")
-        if self.max_concurrent_rollouts is not None and (not is_int(self.max_concurrent_rollouts)
-                                                         or self.max_concurrent_rollouts < 1):
-            bad("max_concurrent_rollouts", "None or an int >= 1")
-        if self.pack_row_tokens is not None and (not is_int(self.pack_row_tokens) or self.pack_row_tokens < 1):
-            bad("pack_row_tokens", "None or an int >= 1")
-        if self.max_num_seqs is not None and (not is_int(self.max_num_seqs) or self.max_num_seqs < 1):
-            bad("max_num_seqs", "None or an int >= 1")
+        for name in ("max_concurrent_rollouts", "pack_row_tokens", "max_num_seqs"):
+            v = getattr(self, name)
+            if v is not None and (not is_int(v) or v < 1):
+                bad(name, "None or an int >= 1")
         if not is_int(self.kv_cache_bytes) or self.kv_cache_bytes < (1 << 20):
             bad("kv_cache_bytes", "an int >= 1 MiB")
         if not is_int(self.learner_threads) or self.learner_threads < 1:
@@ -139,18 +135,16 @@ class TrainerConfig:
             bad("seed", "an int >= 0")
         if not is_int(self.keep_trajectories) or self.keep_trajectories < 0:
             bad("keep_trajectories", "an int >= 0")
-        for name, lo, hi in (("temperature", 0.0, math.inf), ("lr", 0.0, 1.0), ("weight_decay", 0.0, math.inf),
-                             ("adam_eps", 0.0, 1.0), ("gradient_clipping", 0.0, math.inf),
-                             ("eps_clip", 0.0, 1.0), ("reward_timeout", 0.0, math.inf),
-                             ("reward_scaling", -math.inf, math.inf), ("reward_bias", -math.inf, math.inf)):
+        # (name, low, high, low excluded): temperature 0 is greedy (no policy gradient); 0 lr/clip/timeout/norm
+        # do nothing; a 0 reward scale zeroes every advantage
+        for name, lo, hi, open_lo in (
+                ("temperature", 0.0, math.inf, True), ("lr", 0.0, 1.0, True), ("weight_decay", 0.0, math.inf, False),
+                ("adam_eps", 0.0, 1.0, False), ("gradient_clipping", 0.0, math.inf, True),
+                ("eps_clip", 0.0, 1.0, True), ("reward_timeout", 0.0, math.inf, True),
+                ("reward_scaling", -math.inf, math.inf, False), ("reward_bias", -math.inf, math.inf, False)):
             v = getattr(self, name)
-            if not is_num(v) or not math.isfinite(v) or not lo <= v <= hi:
-                bad(name, f"a finite number in [{lo}, {hi}]")
-        if self.temperature == 0:
-            bad("temperature", "> 0 (greedy samples have no policy gradient)")
-        if self.lr == 0 or self.eps_clip == 0 or self.reward_timeout == 0 or self.gradient_clipping == 0:
-            name = next(n for n in ("lr", "eps_clip", "reward_timeout", "gradient_clipping") if getattr(self, n) == 0)
-            bad(name, "> 0")
+            if not is_num(v) or not math.isfinite(v) or not lo <= v <= hi or (open_lo and v == lo):
+                bad(name, f"a finite number in {'(' if open_lo else '['}{lo}, {hi}]")
         if self.reward_scaling == 0:
             bad("reward_scaling", "a non-zero number (0 makes every advantage 0)")
         b = self.adam_betas
@@ -738,9 +732,7 @@ class Trainer:
         runtime.set_torch_threads(n)
 
     def _learner_step(self, batch: list[Trajectory], version: int, threads: int) -> dict:
-        from . import runtime
-
-        runtime.set_torch_threads(threads)
+        self._set_threads(threads)
         return self._get_learner().step(batch, version)
 
     async def _learner_loop(self, steps: int | None, seconds: float | None) -> None:
@@ -789,10 +781,8 @@ class Trainer:
         interval = max(now - last_end, 1e-9)
         mask_versions = np.concatenate([t.versions[t.loss_mask] for t in trajs]) if trajs else np.zeros(0, int)
         stale = v - mask_versions
-        group_stale = [v - int(min(t.versions[t.loss_mask].min() if t.n_output else v for t in g.trajectories))
-                       for g in groups]
-        eta = c.effective_staleness
-        violations = sum(s > eta for s in group_stale)
+        eta = c.effective_staleness                                       # groups holding a token older than η
+        violations = sum(any((v - t.versions[t.loss_mask] > eta).any() for t in g.trajectories) for g in groups)
         self._counts["staleness_violations"] += violations
         consumed = int(sum(t.n_output for t in trajs))
         counts = self.staleness.counts()

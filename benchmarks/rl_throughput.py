@@ -60,7 +60,6 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
     with Trainer(cfg, path, RunningSum()) as t:
         t.run_sync(steps=warmup)
         n0 = len(t.metrics)
-        es0 = None
         cpu0, self0, w0 = _cpu_busy_seconds(), _self_cpu_seconds(), time.monotonic()
         es0 = t.engine.stats()
         t.run_sync(seconds=seconds)
@@ -181,5 +180,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
