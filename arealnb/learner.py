@@ -34,7 +34,15 @@ class Learner:
 
         self.cfg = cfg
         self.device = torch.device(device)
-        self.model = AutoModelForCausalLM.from_pretrained(Path(policy_path), dtype=torch.float32).to(self.device)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()          # a per-run "Loading weights" bar is noise in notebooks
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(Path(policy_path), dtype=torch.float32).to(self.device)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.model.config.use_cache = False
         self.model.train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),

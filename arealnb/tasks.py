@@ -72,3 +72,32 @@ class RunningSum:
     def reward(self, completion: str, problem: Problem) -> float:
         """1.0 when the final answer matches exactly, else 0.0."""
         return 1.0 if self.extract_answer(completion) == problem.answer else 0.0
+
+
+class ProblemSet:
+    """A fixed training set of ``n`` problems drawn once from ``task`` (seeded), as RL datasets are (AReaL
+    trains on a fixed set of math problems for several epochs). ``sample`` draws from the set, ``reward`` is the
+    task's; :meth:`held_out` gives a task over fresh problems of the same distribution, for evaluation."""
+
+    def __init__(self, task, n: int = 256, seed: int = 0):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n={n!r}; expected an int >= 1 (the number of problems in the set)")
+        self.task = task
+        self.n = n
+        self.seed = seed
+        self.problems = task.sample(np.random.default_rng(seed), n)
+        self.name = f"{getattr(task, 'name', type(task).__name__)}_set{n}"
+
+    def sample(self, rng: np.random.Generator, n: int) -> list:
+        return [self.problems[i] for i in rng.integers(0, self.n, size=n)]
+
+    def reward(self, completion: str, problem) -> float:
+        return self.task.reward(completion, problem)
+
+    def held_out(self):
+        """The underlying task (fresh problems each draw: mostly outside the set)."""
+        return self.task
+
+    def config(self) -> dict:
+        inner = self.task.config() if hasattr(self.task, "config") else {}
+        return {"task": inner, "n": self.n, "seed": self.seed}

@@ -342,6 +342,10 @@ class Trainer:
                         "staleness_violations": 0}
         self._optimizer_state = None
         self._rollout_wake: asyncio.Event | None = None
+        self._paused = False
+        self._unpaused: asyncio.Event | None = None
+        self._t_end = math.inf
+        self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------------------------------------
     # public API
@@ -357,11 +361,46 @@ class Trainer:
     def is_running(self) -> bool:
         return self._running
 
+    @property
+    def is_paused(self) -> bool:
+        return self._paused
+
+    def status(self) -> dict:
+        """Live counters (cheap; safe to poll from the event loop while running): ``version``, ``steps``,
+        ``capacity`` (Eq. 3), ``running`` / ``accepted`` / ``rejected`` groups, ``buffered`` (finished, not yet
+        consumed), ``eta``, ``gen_tok_per_s`` (engine, last 5 s), ``effective_tok_per_s`` (last step),
+        ``reward_mean`` (last step), ``running_run``, ``paused``."""
+        counts = self.staleness.counts()
+        es = self.engine.stats() if self.engine is not None else {}
+        last = self._rows[-1] if self._rows else {}
+        return {"version": self.version, "steps": self.steps_done,
+                "capacity": self.staleness.get_capacity(self.version), "running": counts.running,
+                "accepted": counts.accepted, "rejected": self._counts["rejected_groups"],
+                "buffered": sum(g.slot.done for g in list(self._groups.values())),
+                "eta": self.cfg.effective_staleness, "gen_tok_per_s": float(es.get("tok_per_s", 0.0)),
+                "effective_tok_per_s": float(last.get("effective_tok_per_s", 0.0)),
+                "reward_mean": float(last.get("reward_mean", float("nan"))), "running_run": self._running,
+                "paused": self._paused}
+
+    def activity(self):
+        """What the engine and the learner were doing, as a DataFrame with columns ``who`` (``engine`` |
+        ``learner``), ``what`` (``generate`` for the engine; ``wait``, ``learn``, ``push``, ``pause`` for the
+        learner), ``start`` and ``end`` in seconds since the first :meth:`run`. Engine rows are runs of
+        back-to-back vLLM steps (see :meth:`VLLMEngine.activity`); the learner rows come from its loop."""
+        import pandas as pd
+
+        rows = [("learner", what, a, b) for what, a, b in self.timeline]
+        if self._t0 is not None and self.engine is not None and hasattr(self.engine, "activity"):
+            rows += [("engine", "generate", a - self._t0, b - self._t0) for a, b in self.engine.activity(self._t0)]
+        return pd.DataFrame(rows, columns=["who", "what", "start", "end"])
+
     def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:
         """Call ``callback(event)`` on the event loop for each event; returns a function that unsubscribes.
 
-        Events are dicts with ``"type"``: ``"step"`` (the metrics row), ``"group_accepted"``, ``"group_rejected"``
-        (with ``"reason"``), ``"weights_pushed"`` (``version``, ``seconds``), ``"run_started"``, ``"run_stopped"``.
+        Events are dicts with ``"type"``: ``"step"`` (the metrics row, plus ``staleness_counts``: consumed tokens
+        per staleness 0, 1, 2, ...), ``"group_accepted"``, ``"group_rejected"`` (with ``"reason"``),
+        ``"weights_pushed"`` (``version``, ``seconds``), ``"paused"``, ``"unpaused"`` (``seconds``),
+        ``"run_started"``, ``"run_stopped"``.
         A callback that raises is reported once (a warning) and kept; training goes on.
         """
         self._subscribers.append(callback)
@@ -370,16 +409,62 @@ class Trainer:
     def stop(self) -> None:
         """Ask a running :meth:`run` to return after the learner step in progress (thread-safe)."""
         self._stop = True
-        loop, ev = self._loop, self._event
-        if loop is not None and ev is not None and not loop.is_closed():
+        self._call_on_loop(self._wake_all)
+
+    def pause(self) -> None:
+        """Hold a running :meth:`run` after the learner step in progress (thread-safe): the engine pauses with
+        its requests kept, no group starts, no step runs, and the time paused does not count against
+        ``run(seconds=...)``. :meth:`unpause` continues; :meth:`stop` ends the run."""
+        self._paused = True
+        self._call_on_loop(self._wake_all)
+
+    def unpause(self) -> None:
+        """Continue after :meth:`pause` (thread-safe; a no-op when not paused)."""
+        self._paused = False
+        self._call_on_loop(self._wake_all)
+
+    def start(self, steps: int | None = None, seconds: float | None = None) -> asyncio.Task:
+        """:meth:`run` in the background on the running event loop (a notebook's kernel loop): returns the
+        ``asyncio.Task`` at once, so the cell ends and widgets stay responsive while training goes on.
+        ``await trainer.wait()`` (or the task) returns the metrics or raises what the run raised."""
+        self._check_run_args(steps, seconds)
+        if self._task is not None and not self._task.done():
+            raise TrainerStateError("this trainer is already running (started in the background)")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise TrainerStateError("start() needs a running event loop, as in a Jupyter notebook; in a script "
+                                    "use run_sync(), or await run() inside asyncio.run") from None
+        self._task = loop.create_task(self.run(steps, seconds), name="arealnb-trainer-run")
+        return self._task
+
+    async def wait(self):
+        """Wait for the run started by :meth:`start`; returns ``metrics`` (raises what the run raised)."""
+        if self._task is None:
+            raise TrainerStateError("nothing to wait for: start() was not called")
+        await asyncio.shield(self._task)
+        return self.metrics
+
+    def _call_on_loop(self, fn) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(ev.set)
+                loop.call_soon_threadsafe(fn)
             except RuntimeError:
                 pass
 
-    async def run(self, steps: int | None = None, seconds: float | None = None):
-        """Train until ``steps`` more learner steps are done or ``seconds`` have passed (either bound stops it;
-        ``seconds`` is checked between steps and while waiting for data), or :meth:`stop`. Returns ``metrics``."""
+    def _wake_all(self) -> None:
+        for ev in (self._event, self._rollout_wake):
+            if ev is not None:
+                ev.set()
+        if self._unpaused is not None:
+            if self._paused and not self._stop:
+                self._unpaused.clear()
+            else:
+                self._unpaused.set()
+
+    @staticmethod
+    def _check_run_args(steps, seconds) -> None:
         if steps is None and seconds is None:
             raise ConfigError("run() needs steps=, seconds= or both")
         if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
@@ -387,6 +472,11 @@ class Trainer:
         if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
                                     or not seconds >= 0):
             raise ConfigError(f"seconds={seconds!r}: expected a number >= 0")
+
+    async def run(self, steps: int | None = None, seconds: float | None = None):
+        """Train until ``steps`` more learner steps are done or ``seconds`` have passed (either bound stops it;
+        ``seconds`` is checked between steps and while waiting for data), or :meth:`stop`. Returns ``metrics``."""
+        self._check_run_args(steps, seconds)
         if self._closed:
             raise TrainerStateError("this trainer was closed; create a new one (or Trainer.resume a checkpoint)")
         if self._running:
@@ -395,6 +485,8 @@ class Trainer:
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
         self._rollout_wake = asyncio.Event()
+        self._unpaused = asyncio.Event()
+        self._wake_all()
         try:
             await self._ensure_started()
             if self._t0 is None:
@@ -604,7 +696,7 @@ class Trainer:
         wake = self._rollout_wake
         try:
             while not self._stop:
-                while not self._stop and self.staleness.get_capacity(self.version) > 0:
+                while not self._stop and not self._paused and self.staleness.get_capacity(self.version) > 0:
                     self._start_group()
                 wake.clear()
                 await wake.wait()
@@ -705,11 +797,29 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------
     # learner
     # ------------------------------------------------------------------------------------------------
-    async def _next_batch(self, t_end: float) -> list[_Group] | None:
+    async def _hold(self) -> None:
+        """While paused: engine paused (requests kept), the pause added to the run's time budget."""
+        t0 = time.monotonic()
+        await self.engine.pause()
+        try:
+            while self._paused and not self._stop:
+                await self._unpaused.wait()
+        finally:
+            await self.engine.resume()
+            t1 = time.monotonic()
+            self._t_end += t1 - t0
+            self.timeline.append(("pause", t0 - self._t0, t1 - self._t0))
+            self._emit({"type": "unpaused", "version": self.version, "seconds": t1 - t0})
+
+    async def _next_batch(self) -> list[_Group] | None:
         c = self.cfg
         while True:
             if self._stop:
                 return None
+            if self._paused:
+                self._emit({"type": "paused", "version": self.version})
+                await self._hold()
+                continue
             keys = list(self._groups)
             picked = select_batch([self._groups[k].slot for k in keys], self.version, c.consumer_batch_size,
                                   c.effective_staleness)
@@ -717,7 +827,7 @@ class Trainer:
                 batch = [self._groups.pop(keys[i]) for i in picked]
                 return batch
             self._event.clear()
-            left = t_end - time.monotonic()
+            left = self._t_end - time.monotonic()
             if left <= 0:
                 return None
             try:
@@ -738,13 +848,13 @@ class Trainer:
     async def _learner_loop(self, steps: int | None, seconds: float | None) -> None:
         c = self.cfg
         loop = asyncio.get_running_loop()
-        t_end = time.monotonic() + (seconds if seconds is not None else math.inf)
+        self._t_end = time.monotonic() + (seconds if seconds is not None else math.inf)
         done = 0
         last_end = time.monotonic()
         last_stats = self.engine.stats()
-        while not self._stop and (steps is None or done < steps) and time.monotonic() < t_end:
+        while not self._stop and (steps is None or done < steps) and time.monotonic() < self._t_end:
             t_wait = time.monotonic()
-            groups = await self._next_batch(t_end)
+            groups = await self._next_batch()
             if groups is None:
                 break
             trajs = [t for g in groups for t in g.trajectories]
@@ -774,7 +884,8 @@ class Trainer:
             last_end, last_stats = t_p1, es
             self._rows.append(row)
             self.recent.extend(trajs)
-            self._emit({"type": "step", **row})
+            stale = np.concatenate([v - t.versions[t.loss_mask] for t in trajs])
+            self._emit({"type": "step", **row, "staleness_counts": np.bincount(stale).tolist()})
 
     def _row(self, groups, trajs, v, stats, es, last_stats, last_end, now, wait_s, push_wall_s, push_s) -> dict:
         c = self.cfg

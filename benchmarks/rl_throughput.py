@@ -2,6 +2,8 @@
 
     python benchmarks/rl_throughput.py [--sizes tiny,small] [--seconds 60] [--etas 0,1,2,4,8] [--warmup 3]
                                        [--interrupt keep] [--concurrency N]
+    python benchmarks/rl_throughput.py --dashboard [--sizes tiny] [--seconds 30] [--repeats 2]
+    python benchmarks/rl_throughput.py --packing
 
 For each policy and each configuration — strict ``sync`` (engine paused while the learner trains on every core),
 then ``async`` with η = 0, 1, 2, 4, 8 — one :class:`arealnb.Trainer` on the long-tailed ``RunningSum`` task
@@ -16,6 +18,12 @@ same wall-clock budget (``--seconds``). Columns:
 * ``reward_end`` — mean training-batch reward over the last third of the window's steps.
 * ``other_cpu`` — cores used by other processes during the window (from /proc/stat minus this process): on 2
   cores anything above ~0.1 makes the row suspect.
+
+``--dashboard`` instead measures what the live :class:`arealnb.widgets.Dashboard` costs (table
+``rl_dashboard``): per policy, ``sync`` and ``async eta=4`` run alternately without and with a dashboard attached
+(``--repeats`` times each, same budget), the dashboard drawing its PNG figure and updating its widgets exactly as
+in a notebook (there is no front end to send them to: the serialisation to the kernel's socket is not timed).
+``draws`` / ``draw_s`` are its redraws and the seconds they took.
 
 ``--packing`` instead times the learner alone (1 torch thread, table ``rl_learner_packing``): the same 10 batches
 of 32 RunningSum demonstrations (8 groups x 4) per layout, one PPO step each, after 2 warm-up steps: all
@@ -53,13 +61,18 @@ def _self_cpu_seconds() -> float:
 
 
 def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int, interrupt: str,
-            concurrency: int | None, learner_threads: int = 1) -> dict:
+            concurrency: int | None, learner_threads: int = 1, dashboard: bool = False) -> dict:
     cfg = TrainerConfig(mode=mode, max_staleness=eta, consumer_batch_size=8, group_size=4, max_new_tokens=128,
                         lr=1e-4, seed=0, interrupt=interrupt, max_concurrent_rollouts=concurrency,
                         kv_cache_bytes=(64 if size == "tiny" else 256) << 20, learner_threads=learner_threads)
     with Trainer(cfg, path, RunningSum()) as t:
         t.run_sync(steps=warmup)
         n0 = len(t.metrics)
+        dash = None
+        if dashboard:
+            from arealnb.widgets import Dashboard
+
+            dash = Dashboard(t)
         cpu0, self0, w0 = _cpu_busy_seconds(), _self_cpu_seconds(), time.monotonic()
         es0 = t.engine.stats()
         t.run_sync(seconds=seconds)
@@ -67,6 +80,7 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
         other = max(0.0, (_cpu_busy_seconds() - cpu0) - (_self_cpu_seconds() - self0)) / elapsed
         es1 = t.engine.stats()
         df = t.metrics.iloc[n0:]
+        draws = (dash.draws, dash.draw_seconds) if dash else (0, 0.0)
     tail = df.iloc[-max(1, len(df) // 3):]
     return {
         "policy": size, "config": "sync" if mode == "sync" else f"async eta={eta}", "steps": len(df),
@@ -76,8 +90,29 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
         "learner_busy": round(df.learner_seconds.sum() / elapsed, 3),
         "staleness_avg": round(df.staleness_avg.mean(), 2), "staleness_max": int(df.staleness_max.max()),
         "reward_end": round(tail.reward_mean.mean(), 3), "other_cpu": round(other, 2),
-        "seconds": round(elapsed, 1),
+        "seconds": round(elapsed, 1), "dashboard": "on" if dashboard else "off", "draws": draws[0],
+        "draw_s": round(draws[1], 2),
     }
+
+
+def dashboard_cost(sizes: list[str], seconds: float, warmup: int, repeats: int) -> None:
+    rows = []
+    for size in sizes:
+        path = build_policy(size=size)
+        for mode, eta in (("sync", 0), ("async", 4)):
+            for _ in range(repeats):
+                for on in (False, True):
+                    rows.append(run_one(path, size, mode, eta, seconds, warmup, "keep", None, dashboard=on))
+                    print(rows[-1], flush=True)
+    df = pd.DataFrame(rows)
+    g = df.groupby(["policy", "config", "dashboard"], sort=False).agg(
+        runs=("eff_tok_s", "size"), eff_tok_s=("eff_tok_s", "mean"), eff_tok_s_min=("eff_tok_s", "min"),
+        eff_tok_s_max=("eff_tok_s", "max"), draws=("draws", "mean"), draw_s=("draw_s", "mean"),
+        other_cpu=("other_cpu", "max")).reset_index()
+    off = g[g.dashboard == "off"].set_index(["policy", "config"]).eff_tok_s
+    g["x_off"] = [round(r.eff_tok_s / off[(r.policy, r.config)], 3) for r in g.itertuples()]
+    print()
+    report(g.round(1), "rl_dashboard")
 
 
 def _demo_batches(n: int, seed: int = 0):
@@ -158,7 +193,11 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=None, help="max_concurrent_rollouts (default: B)")
     ap.add_argument("--learner-threads", type=int, default=1, help="async learner's torch threads")
     ap.add_argument("--packing", action="store_true", help="only time the learner's packing layouts")
+    ap.add_argument("--dashboard", action="store_true", help="only measure the live dashboard's cost")
+    ap.add_argument("--repeats", type=int, default=2, help="--dashboard: runs per configuration and setting")
     args = ap.parse_args()
+    if args.dashboard:
+        return dashboard_cost(args.sizes.split(","), args.seconds, args.warmup, args.repeats)
     if args.packing:
         return packing(args.sizes.split(","))
     etas = [math.inf if e == "inf" else int(e) for e in args.etas.split(",")]

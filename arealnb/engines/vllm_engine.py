@@ -50,6 +50,7 @@ from ..errors import ConfigError, EngineClosedError, EngineDeadError, InvalidReq
 from . import vllm_common as vc
 from .weights import WeightSpec
 
+_ACTIVITY_GAP = 0.002   # seconds between two steps that still count as one busy interval
 _INTERRUPTS = ("recompute", "keep", "abort")
 _live: weakref.WeakSet = weakref.WeakSet()
 
@@ -176,6 +177,7 @@ class VLLMEngine:
                                        "tok_per_s": 0.0}
         self._window: deque[tuple[float, int]] = deque()
         self._sched_counts = (0, 0, 0)
+        self._activity: deque[list[float]] = deque(maxlen=20_000)   # [start, end] of runs of back-to-back steps
 
     # ------------------------------------------------------------------------------------------------
     # asyncio side
@@ -339,6 +341,11 @@ class VLLMEngine:
         ``decode_tokens``, ``step_s`` (seconds inside vLLM steps), ``prefill_step_s`` / ``recompute_step_s``
         (seconds of the steps that held any such work)."""
         return dict(self._stats)
+
+    def activity(self, since: float = 0.0) -> list[tuple[float, float]]:
+        """Intervals ``(start, end)`` (``time.monotonic()`` seconds) in which the engine was stepping, ending
+        after ``since``: back-to-back steps (gaps under 2 ms) merge into one interval. The last 20,000 are kept."""
+        return [(a, b) for a, b in list(self._activity) if b > since]
 
     def learner_threads(self) -> int:
         """torch threads the learner may use right now: all cores while the engine is paused, else its share.
@@ -531,9 +538,15 @@ class VLLMEngine:
         return dt
 
     def _step(self) -> None:
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         outs = self._engine.step()
-        dt = time.perf_counter() - t0
+        t1 = time.monotonic()
+        dt = t1 - t0
+        act = self._activity
+        if act and t0 - act[-1][1] < _ACTIVITY_GAP:
+            act[-1][1] = t1
+        else:
+            act.append([t0, t1])
         pre, rec, dec = self._sched_counts
         self._sched_counts = (0, 0, 0)
         c = self._counts
