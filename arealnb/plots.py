@@ -1,10 +1,13 @@
 """matplotlib figures from arealnb records. Figures only: no computation beyond what they show.
 
 Each function draws on an ``ax`` it is given (or a new one) and returns it, so the dashboard, the notebooks and
-users' own figures share them. :func:`run_figure` puts the dashboard's six panels on one figure.
+users' own figures share them. :func:`run_figure` puts the dashboard's five panels on one figure;
+:func:`render_png` draws it from plain data, for the dashboard's renderer process.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -165,3 +168,64 @@ def run_figure(metrics, activity, staleness_counts, eta: float, trajectories=(),
     if title:
         fig.suptitle(title)
     return fig
+
+
+class VersionBar(NamedTuple):
+    """What :func:`version_timeline` needs of a record: per-token versions (-1 = prompt) and how it ended."""
+
+    versions: np.ndarray
+    finish_reason: str
+
+
+_render_fig = None
+
+
+def render_png(payload: dict) -> bytes:
+    """:func:`run_figure` to PNG bytes from plain data (picklable: the dashboard calls it in a worker process).
+
+    ``payload``: ``metrics`` (DataFrame with wall_s, gen_tok_per_s, effective_tok_per_s, reward_mean),
+    ``activity``, ``counts``, ``eta``, ``bars`` (:class:`VersionBar` list), ``window``, ``dpi``, ``size``."""
+    global _render_fig
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if _render_fig is None:
+        _render_fig = Figure(figsize=payload.get("size", (13, 7.2)))
+        FigureCanvasAgg(_render_fig)
+    run_figure(payload["metrics"], payload["activity"], payload["counts"], payload["eta"], payload["bars"],
+               fig=_render_fig, window=payload["window"], title=payload.get("title"))
+    buf = io.BytesIO()
+    _render_fig.savefig(buf, format="png", dpi=payload.get("dpi", 72))
+    return buf.getvalue()
+
+
+def serve_renderer() -> None:
+    """The dashboard's renderer process: read pickled :func:`render_png` payloads from stdin (8-byte length
+    prefix), write PNG bytes back the same way; exit at end of input (the kernel went away). Anything printed
+    goes to stderr: stdout carries only the frames."""
+    import os
+    import pickle
+    import struct
+    import sys
+
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        os.nice(19)            # draw with the CPU time the engine and the learner leave idle
+    except OSError:
+        pass
+    inp = sys.stdin.buffer
+    while True:
+        head = inp.read(8)
+        if len(head) < 8:
+            return
+        payload = pickle.loads(inp.read(struct.unpack("<Q", head)[0]))
+        try:
+            body, ok = render_png(payload), b"\x01"
+        except Exception as exc:  # noqa: BLE001 - reported to the dashboard, the renderer stays up
+            body, ok = f"{type(exc).__name__}: {exc}".encode(), b"\x00"
+        out.write(ok + struct.pack("<Q", len(body)) + body)
+        out.flush()

@@ -23,7 +23,8 @@ same wall-clock budget (``--seconds``). Columns:
 ``rl_dashboard``): per policy, ``sync`` and ``async eta=4`` run alternately without and with a dashboard attached
 (``--repeats`` times each, same budget), the dashboard drawing its PNG figure and updating its widgets exactly as
 in a notebook (there is no front end to send them to: the serialisation to the kernel's socket is not timed).
-``draws`` / ``draw_s`` are its redraws and the seconds they took.
+``draws`` / ``draw_s`` are its redraws and the seconds they took (in its renderer process), ``draw_loop_s`` the
+part spent on the kernel's event loop (gathering and pickling the panels' data).
 
 ``--packing`` instead times the learner alone (1 torch thread, table ``rl_learner_packing``): the same 10 batches
 of 32 RunningSum demonstrations (8 groups x 4) per layout, one PPO step each, after 2 warm-up steps: all
@@ -80,7 +81,7 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
         other = max(0.0, (_cpu_busy_seconds() - cpu0) - (_self_cpu_seconds() - self0)) / elapsed
         es1 = t.engine.stats()
         df = t.metrics.iloc[n0:]
-        draws = (dash.draws, dash.draw_seconds) if dash else (0, 0.0)
+        draws = (dash.draws, dash.draw_seconds, dash.loop_seconds) if dash else (0, 0.0, 0.0)
     tail = df.iloc[-max(1, len(df) // 3):]
     return {
         "policy": size, "config": "sync" if mode == "sync" else f"async eta={eta}", "steps": len(df),
@@ -91,7 +92,7 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
         "staleness_avg": round(df.staleness_avg.mean(), 2), "staleness_max": int(df.staleness_max.max()),
         "reward_end": round(tail.reward_mean.mean(), 3), "other_cpu": round(other, 2),
         "seconds": round(elapsed, 1), "dashboard": "on" if dashboard else "off", "draws": draws[0],
-        "draw_s": round(draws[1], 2),
+        "draw_s": round(draws[1], 2), "draw_loop_s": round(draws[2], 3),
     }
 
 
@@ -108,11 +109,13 @@ def dashboard_cost(sizes: list[str], seconds: float, warmup: int, repeats: int) 
     g = df.groupby(["policy", "config", "dashboard"], sort=False).agg(
         runs=("eff_tok_s", "size"), eff_tok_s=("eff_tok_s", "mean"), eff_tok_s_min=("eff_tok_s", "min"),
         eff_tok_s_max=("eff_tok_s", "max"), draws=("draws", "mean"), draw_s=("draw_s", "mean"),
+        draw_loop_s=("draw_loop_s", "mean"),
         other_cpu=("other_cpu", "max")).reset_index()
     off = g[g.dashboard == "off"].set_index(["policy", "config"]).eff_tok_s
     g["x_off"] = [round(r.eff_tok_s / off[(r.policy, r.config)], 3) for r in g.itertuples()]
     print()
-    report(g.round(1), "rl_dashboard")
+    report(g.round({"eff_tok_s": 1, "eff_tok_s_min": 1, "eff_tok_s_max": 1, "draws": 1, "draw_s": 2,
+                    "draw_loop_s": 3}), "rl_dashboard")
 
 
 def _demo_batches(n: int, seed: int = 0):

@@ -51,6 +51,7 @@ def test_buttons_pause_resume_and_stop_a_background_run(tiny_policy):
             assert not t.engine.stats()["paused"]
             metrics = await t.wait()
             wall = time.monotonic() - t0
+            await dash.redraw()
             assert task.done() and not t.is_running
             # the time paused was added to the 8 s budget
             assert wall >= 8 + paused_for - 0.5, (wall, paused_for)
@@ -75,6 +76,12 @@ def test_buttons_pause_resume_and_stop_a_background_run(tiny_policy):
             dash.stop_button.click()
             await asyncio.wait_for(t.wait(), 30)
             assert t.steps_done < len(metrics) + 10_000 and not t.is_running
+
+            # drawing in the kernel's process (the fallback) gives the same image size
+            size, spent = len(dash.image.value), dash.loop_seconds
+            dash.in_process = True
+            await dash.redraw()
+            assert dash.loop_seconds > spent and abs(len(dash.image.value) - size) < 0.5 * size
 
             # the static figure: five panels, nothing left open in pyplot
             before = plt.get_fignums()
@@ -131,3 +138,29 @@ def test_compare_summarises_each_run_and_the_ablation_table(tiny_policy):
     mix = version_mixture(r.trajectories)
     assert (mix.versions >= 1).all() and (mix.tokens == [int(t.loss_mask.sum()) for t in r.trajectories
                                                         if t.loss_mask.any()]).all()
+
+
+def test_renderer_process_reports_errors_and_is_restarted_after_dying():
+    import pandas as pd
+
+    from arealnb.plots import VersionBar
+    from arealnb.widgets import RendererError, renderer
+
+    payload = {"metrics": pd.DataFrame({"wall_s": [1.0, 2.0], "gen_tok_per_s": [10.0, 20.0],
+                                        "effective_tok_per_s": [9.0, 19.0], "reward_mean": [0.1, 0.3]}),
+               "activity": pd.DataFrame({"who": ["engine", "learner"], "what": ["generate", "learn"],
+                                         "start": [0.0, 0.5], "end": [1.0, 0.9]}),
+               "counts": np.array([5, 3]), "eta": 4, "window": 30.0, "dpi": 40,
+               "bars": [VersionBar(np.array([-1, -1, 0, 0, 1]), "stop")]}
+    r = renderer()
+    png = r.render(payload)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(RendererError, match="KeyError"):
+        r.render({k: v for k, v in payload.items() if k != "eta"})
+    assert r.render(payload)[:4] == b"\x89PNG"            # still serving after a failed payload
+    r.proc.kill()
+    r.proc.wait()
+    with pytest.raises(RendererError, match="exited|gone"):
+        r.render(payload)
+    r2 = renderer()
+    assert r2 is not r and r2.render(payload)[:4] == b"\x89PNG"
