@@ -99,6 +99,15 @@ _renderer: _Renderer | None = None
 _renderer_lock = threading.Lock()
 
 
+def close_renderer() -> None:
+    """Stop the renderer process now (it also stops when the kernel exits; the next redraw starts a new one)."""
+    global _renderer
+    with _renderer_lock:
+        if _renderer is not None:
+            _renderer.close()
+            _renderer = None
+
+
 def renderer() -> _Renderer:
     """The kernel's renderer process, started on first use and restarted if it died."""
     global _renderer

@@ -19,6 +19,15 @@ from arealnb.widgets import Dashboard
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_renderer_left():
+    """Later tests assert this process has no children: stop the dashboards' renderer process after these."""
+    from arealnb.widgets import close_renderer
+
+    yield
+    close_renderer()
+
+
 def _cfg(**kw):
     return default_config(**{"consumer_batch_size": 4, "group_size": 4, "max_new_tokens": 32, **kw})
 
