@@ -141,16 +141,6 @@ async def train(cfg: TrainerConfig | None = None, task=None, policy=None, *, sec
             before = await t.evaluate(eval_n, seed=eval_seed) if eval_n else math.nan
         else:
             await t._ensure_started()
-        counts = np.zeros(0, dtype=np.int64)
-
-        def on_step(ev):
-            nonlocal counts
-            if ev["type"] == "step":
-                c = np.asarray(ev["staleness_counts"], dtype=np.int64)
-                counts = np.pad(counts, (0, max(0, len(c) - len(counts))))
-                counts[: len(c)] += c
-
-        t.subscribe(on_step)
         dash = None
         if dashboard:
             from IPython.display import display
@@ -169,7 +159,7 @@ async def train(cfg: TrainerConfig | None = None, task=None, policy=None, *, sec
         m = t.metrics
         train_s = float(m.wall_s.iloc[-1]) if len(m) else 0.0
         after = await t.evaluate(eval_n, seed=eval_seed) if eval_n else math.nan
-        return RunResult(label, cfg, m, t.activity(), counts, list(t.recent), before, after, train_s)
+        return RunResult(label, cfg, m, t.activity(), t.staleness_counts, list(t.recent), before, after, train_s)
 
 
 @dataclass

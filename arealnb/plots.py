@@ -29,6 +29,7 @@ def version_timeline(outputs, ax=None, title: str | None = None):
     are left out). A colour change inside a bar is a weight update the request lived through; an ``x`` marks a
     request that ended aborted."""
     import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
 
     if ax is None:
@@ -37,6 +38,7 @@ def version_timeline(outputs, ax=None, title: str | None = None):
     versions = sorted({int(x) for v in tokens for x in v})
     cmap = plt.get_cmap("viridis", max(len(versions), 2))
     colour = {v: cmap(i) for i, v in enumerate(versions)}
+    segments: dict[int, list] = {}                     # version -> [(row, start, length)]: one collection each
     for i, (o, v) in enumerate(zip(outputs, tokens, strict=True)):
         if len(v) == 0:
             continue
@@ -44,15 +46,20 @@ def version_timeline(outputs, ax=None, title: str | None = None):
         starts = np.concatenate([[0], cuts])
         ends = np.concatenate([cuts, [len(v)]])
         for a, b in zip(starts, ends, strict=True):
-            ax.broken_barh([(a, b - a)], (i - 0.4, 0.8), color=colour[int(v[a])])
+            segments.setdefault(int(v[a]), []).append((i, a, b - a))
         if o.finish_reason == "abort":
             ax.plot(len(v), i, "x", color="crimson")
+    for ver, segs in segments.items():
+        ax.add_collection(PolyCollection([[(a, i - 0.4), (a, i + 0.4), (a + n, i + 0.4), (a + n, i - 0.4)]
+                                          for i, a, n in segs], facecolors=colour[ver], edgecolors="none"))
+    if segments:
+        ax.set_xlim(0, max(len(v) for v in tokens) * 1.02)
     shown = versions if len(versions) <= 8 else versions[:: max(1, len(versions) // 6)] + [versions[-1]]
     handles = [Patch(color=colour[v], label=f"version {v}") for v in dict.fromkeys(shown)]
     ax.set(xlabel="output token", ylabel="request", title=title or "policy version of each generated token")
     if handles:
         ax.legend(handles=handles, loc="lower right", fontsize=7)
-    ax.set_ylim(len(outputs) - 0.5, -0.5)
+    ax.set_ylim(max(len(outputs), 1) - 0.5, -0.5)
     return ax
 
 
@@ -156,14 +163,21 @@ def run_figure(metrics, activity, staleness_counts, eta: float, trajectories=(),
         import matplotlib.pyplot as plt
 
         fig = plt.figure(figsize=(13, 7.2))
-    fig.clear()
-    gs = fig.add_gridspec(3, 3, height_ratios=[1, 1, 1.1], hspace=0.9, wspace=0.3)
-    staleness_histogram(staleness_counts, eta, ax=fig.add_subplot(gs[0, 0]))
-    throughput_curves(metrics, ax=fig.add_subplot(gs[0, 1]))
-    reward_curve(metrics, ax=fig.add_subplot(gs[0, 2]))
-    activity_gantt(activity, ax=fig.add_subplot(gs[1, :]), window=window,
+    axes = getattr(fig, "_arealnb_axes", None)
+    if axes is None or fig.axes != axes:
+        fig.clear()
+        gs = fig.add_gridspec(3, 3, height_ratios=[1, 1, 1.1], hspace=0.9, wspace=0.3)
+        axes = [fig.add_subplot(g) for g in (gs[0, 0], gs[0, 1], gs[0, 2], gs[1, :], gs[2, :])]
+        fig._arealnb_axes = axes
+    else:                                   # a redraw: the axes stay, their contents go
+        for ax in axes:
+            ax.cla()
+    staleness_histogram(staleness_counts, eta, ax=axes[0])
+    throughput_curves(metrics, ax=axes[1])
+    reward_curve(metrics, ax=axes[2])
+    activity_gantt(activity, ax=axes[3], window=window,
                    title=f"who is busy: the last {window:.0f} s (share of the time shown)" if window else None)
-    version_timeline(list(trajectories), ax=fig.add_subplot(gs[2, :]),
+    version_timeline(list(trajectories), ax=axes[4],
                      title="longest recent trajectories: colour = policy version that produced each token")
     if title:
         fig.suptitle(title)

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -33,10 +35,10 @@ class RunningSum:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_terms <= self.max_terms:
-            raise ValueError(f"min_terms={self.min_terms}, max_terms={self.max_terms}; expected "
+            raise ConfigError(f"min_terms={self.min_terms}, max_terms={self.max_terms}; expected "
                              "1 <= min_terms <= max_terms")
         if self.alpha < 0:
-            raise ValueError(f"alpha={self.alpha}; expected >= 0")
+            raise ConfigError(f"alpha={self.alpha}; expected >= 0")
 
     alphabet = "0123456789+=,"
 
@@ -81,7 +83,7 @@ class ProblemSet:
 
     def __init__(self, task, n: int = 256, seed: int = 0):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n={n!r}; expected an int >= 1 (the number of problems in the set)")
+            raise ConfigError(f"n={n!r}; expected an int >= 1 (the number of problems in the set)")
         self.task = task
         self.n = n
         self.seed = seed

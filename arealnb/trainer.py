@@ -341,6 +341,7 @@ class Trainer:
         self._counts = {"rejected_groups": 0, "cancelled_groups": 0, "resubmitted_samples": 0,
                         "staleness_violations": 0}
         self._optimizer_state = None
+        self._staleness_counts = np.zeros(0, dtype=np.int64)
         self._rollout_wake: asyncio.Event | None = None
         self._paused = False
         self._unpaused: asyncio.Event | None = None
@@ -365,11 +366,18 @@ class Trainer:
     def is_paused(self) -> bool:
         return self._paused
 
+    @property
+    def staleness_counts(self) -> np.ndarray:
+        """Consumed tokens per staleness 0, 1, 2, ... (learner version − generating version), over every step
+        this trainer took; the step events carry each step's share."""
+        return self._staleness_counts.copy()
+
     def status(self) -> dict:
         """Live counters (cheap; safe to poll from the event loop while running): ``version``, ``steps``,
         ``capacity`` (Eq. 3), ``running`` / ``accepted`` / ``rejected`` groups, ``buffered`` (finished, not yet
         consumed), ``eta``, ``gen_tok_per_s`` (engine, last 5 s), ``effective_tok_per_s`` (last step),
-        ``reward_mean`` (last step), ``running_run``, ``paused``."""
+        ``reward_mean`` (last step), ``running_run``, ``paused``, ``wall_s`` (seconds since the first run, the
+        clock of :attr:`metrics` and :meth:`activity`)."""
         counts = self.staleness.counts()
         es = self.engine.stats() if self.engine is not None else {}
         last = self._rows[-1] if self._rows else {}
@@ -380,18 +388,20 @@ class Trainer:
                 "eta": self.cfg.effective_staleness, "gen_tok_per_s": float(es.get("tok_per_s", 0.0)),
                 "effective_tok_per_s": float(last.get("effective_tok_per_s", 0.0)),
                 "reward_mean": float(last.get("reward_mean", float("nan"))), "running_run": self._running,
-                "paused": self._paused}
+                "paused": self._paused, "wall_s": time.monotonic() - self._t0 if self._t0 is not None else 0.0}
 
-    def activity(self):
+    def activity(self, since: float = -math.inf):
         """What the engine and the learner were doing, as a DataFrame with columns ``who`` (``engine`` |
         ``learner``), ``what`` (``generate`` for the engine; ``wait``, ``learn``, ``push``, ``pause`` for the
-        learner), ``start`` and ``end`` in seconds since the first :meth:`run`. Engine rows are runs of
-        back-to-back vLLM steps (see :meth:`VLLMEngine.activity`); the learner rows come from its loop."""
+        learner), ``start`` and ``end`` in seconds since the first :meth:`run`; only intervals ending after
+        ``since`` (same clock). Engine rows are runs of back-to-back vLLM steps (see
+        :meth:`VLLMEngine.activity`); the learner rows come from its loop."""
         import pandas as pd
 
-        rows = [("learner", what, a, b) for what, a, b in self.timeline]
+        rows = [("learner", what, a, b) for what, a, b in self.timeline if b > since]
         if self._t0 is not None and self.engine is not None and hasattr(self.engine, "activity"):
-            rows += [("engine", "generate", a - self._t0, b - self._t0) for a, b in self.engine.activity(self._t0)]
+            rows += [("engine", "generate", a - self._t0, b - self._t0)
+                     for a, b in self.engine.activity(self._t0 + max(since, 0.0))]
         return pd.DataFrame(rows, columns=["who", "what", "start", "end"])
 
     def subscribe(self, callback: Callable[[dict], None]) -> Callable[[], None]:
@@ -879,21 +889,29 @@ class Trainer:
             self.timeline += [("wait", t_wait - self._t0, t_l0 - self._t0), ("learn", t_l0 - self._t0, t_l1 - self._t0),
                               ("push", t_l1 - self._t0, t_p1 - self._t0)]
             es = self.engine.stats()
-            row = self._row(groups, trajs, v, stats, es, last_stats, last_end, t_p1, t_l0 - t_wait, t_p1 - t_l1,
-                            push_s)
+            per_traj = [v - t.versions[t.loss_mask] for t in trajs]   # staleness of each consumed token
+            stale = np.concatenate(per_traj) if per_traj else np.zeros(0, dtype=np.int64)
+            counts = np.bincount(stale)
+            if len(counts) > len(self._staleness_counts):
+                self._staleness_counts = np.pad(self._staleness_counts, (0, len(counts) - len(self._staleness_counts)))
+            self._staleness_counts[: len(counts)] += counts
+            row = self._row(groups, trajs, per_traj, stale, stats, es, last_stats, last_end, t_p1, t_l0 - t_wait,
+                            t_p1 - t_l1, push_s)
             last_end, last_stats = t_p1, es
             self._rows.append(row)
             self.recent.extend(trajs)
-            stale = np.concatenate([v - t.versions[t.loss_mask] for t in trajs])
-            self._emit({"type": "step", **row, "staleness_counts": np.bincount(stale).tolist()})
+            self._emit({"type": "step", **row, "staleness_counts": counts.tolist()})
 
-    def _row(self, groups, trajs, v, stats, es, last_stats, last_end, now, wait_s, push_wall_s, push_s) -> dict:
+    def _row(self, groups, trajs, per_traj, stale, stats, es, last_stats, last_end, now, wait_s, push_wall_s,
+             push_s) -> dict:
         c = self.cfg
         interval = max(now - last_end, 1e-9)
-        mask_versions = np.concatenate([t.versions[t.loss_mask] for t in trajs]) if trajs else np.zeros(0, int)
-        stale = v - mask_versions
         eta = c.effective_staleness                                       # groups holding a token older than η
-        violations = sum(any((v - t.versions[t.loss_mask] > eta).any() for t in g.trajectories) for g in groups)
+        too_old = [len(s) > 0 and s.max() > eta for s in per_traj]    # per_traj follows the groups' order
+        violations, i = 0, 0
+        for g in groups:
+            violations += any(too_old[i:i + len(g.trajectories)])
+            i += len(g.trajectories)
         self._counts["staleness_violations"] += violations
         consumed = int(sum(t.n_output for t in trajs))
         counts = self.staleness.counts()

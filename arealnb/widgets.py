@@ -159,7 +159,6 @@ class Dashboard:
         self.loop_seconds = 0.0          # time the redraws took on the kernel's event loop
         self.in_process = bool(in_process)
         self._pending: asyncio.Future | None = None
-        self._counts = np.zeros(0, dtype=np.int64)
         self._dirty = False
         self._last_draw = -math.inf
         self._last_cost = 0.0
@@ -218,7 +217,7 @@ class Dashboard:
 
         from .plots import run_figure
 
-        fig = run_figure(self.trainer.metrics, self.trainer.activity(), self._counts,
+        fig = run_figure(self.trainer.metrics, self.trainer.activity(), self.trainer.staleness_counts,
                          self.trainer.cfg.effective_staleness, self._recent(), window=None,
                          title=title or self._title())
         plt.close(fig)             # returned, not left open for pyplot to show twice
@@ -228,10 +227,6 @@ class Dashboard:
     def _on_event(self, ev: dict) -> None:
         kind = ev["type"]
         if kind == "step":
-            c = np.asarray(ev.get("staleness_counts", ()), dtype=np.int64)
-            if len(c) > len(self._counts):
-                self._counts = np.pad(self._counts, (0, len(c) - len(self._counts)))
-            self._counts[: len(c)] += c
             self._dirty = True
         elif kind == "run_started":
             self._state = "running"
@@ -326,10 +321,8 @@ class Dashboard:
 
         m = self.trainer.metrics
         cols = ["wall_s", "gen_tok_per_s", "effective_tok_per_s", "reward_mean"]
-        act = self.trainer.activity()
-        if len(act):
-            act = act[act["end"] > act["end"].max() - self.window]
-        return {"metrics": m[cols] if len(m) else m, "activity": act, "counts": self._counts.copy(),
+        act = self.trainer.activity(since=self.trainer.status()["wall_s"] - self.window)
+        return {"metrics": m[cols] if len(m) else m, "activity": act, "counts": self.trainer.staleness_counts,
                 "eta": self.trainer.cfg.effective_staleness, "window": self.window, "dpi": self.dpi,
                 "bars": [VersionBar(np.asarray(t.versions), t.finish_reason) for t in self._recent()]}
 

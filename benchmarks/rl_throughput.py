@@ -3,6 +3,7 @@
     python benchmarks/rl_throughput.py [--sizes tiny,small] [--seconds 60] [--etas 0,1,2,4,8] [--warmup 3]
                                        [--interrupt keep] [--concurrency N]
     python benchmarks/rl_throughput.py --dashboard [--sizes tiny] [--seconds 30] [--repeats 2]
+                                       [--draw-budgets 0.15,0.05] [--modes sync,async]
     python benchmarks/rl_throughput.py --packing
 
 For each policy and each configuration — strict ``sync`` (engine paused while the learner trains on every core),
@@ -20,8 +21,8 @@ same wall-clock budget (``--seconds``). Columns:
   cores anything above ~0.1 makes the row suspect.
 
 ``--dashboard`` instead measures what the live :class:`arealnb.widgets.Dashboard` costs (table
-``rl_dashboard``): per policy, ``sync`` and ``async eta=4`` run alternately without and with a dashboard attached
-(``--repeats`` times each, same budget), the dashboard drawing its PNG figure and updating its widgets exactly as
+``rl_dashboard``): per policy, ``sync`` and ``async eta=4`` run alternately without a dashboard and with one per
+``--draw-budgets`` value (``--repeats`` times each, same budget), the dashboard drawing its PNG figure and updating its widgets exactly as
 in a notebook (there is no front end to send them to: the serialisation to the kernel's socket is not timed).
 ``draws`` / ``draw_s`` are its redraws and the seconds they took (in its renderer process), ``draw_loop_s`` the
 part spent on the kernel's event loop (gathering and pickling the panels' data).
@@ -62,7 +63,7 @@ def _self_cpu_seconds() -> float:
 
 
 def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int, interrupt: str,
-            concurrency: int | None, learner_threads: int = 1, dashboard: bool = False) -> dict:
+            concurrency: int | None, learner_threads: int = 1, dashboard: float | None = None) -> dict:
     cfg = TrainerConfig(mode=mode, max_staleness=eta, consumer_batch_size=8, group_size=4, max_new_tokens=128,
                         lr=1e-4, seed=0, interrupt=interrupt, max_concurrent_rollouts=concurrency,
                         kv_cache_bytes=(64 if size == "tiny" else 256) << 20, learner_threads=learner_threads)
@@ -70,10 +71,10 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
         t.run_sync(steps=warmup)
         n0 = len(t.metrics)
         dash = None
-        if dashboard:
+        if dashboard is not None:
             from arealnb.widgets import Dashboard
 
-            dash = Dashboard(t)
+            dash = Dashboard(t, draw_budget=dashboard)
         cpu0, self0, w0 = _cpu_busy_seconds(), _self_cpu_seconds(), time.monotonic()
         es0 = t.engine.stats()
         t.run_sync(seconds=seconds)
@@ -91,19 +92,22 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
         "learner_busy": round(df.learner_seconds.sum() / elapsed, 3),
         "staleness_avg": round(df.staleness_avg.mean(), 2), "staleness_max": int(df.staleness_max.max()),
         "reward_end": round(tail.reward_mean.mean(), 3), "other_cpu": round(other, 2),
-        "seconds": round(elapsed, 1), "dashboard": "on" if dashboard else "off", "draws": draws[0],
+        "seconds": round(elapsed, 1), "dashboard": "off" if dashboard is None else f"budget {dashboard:g}", "draws": draws[0],
         "draw_s": round(draws[1], 2), "draw_loop_s": round(draws[2], 3),
     }
 
 
-def dashboard_cost(sizes: list[str], seconds: float, warmup: int, repeats: int) -> None:
+def dashboard_cost(sizes: list[str], seconds: float, warmup: int, repeats: int, budgets: list[float],
+                   modes: list[str]) -> None:
     rows = []
     for size in sizes:
         path = build_policy(size=size)
-        for mode, eta in (("sync", 0), ("async", 4)):
+        for mode, eta in [("sync", 0), ("async", 4)]:
+            if mode not in modes:
+                continue
             for _ in range(repeats):
-                for on in (False, True):
-                    rows.append(run_one(path, size, mode, eta, seconds, warmup, "keep", None, dashboard=on))
+                for budget in [None, *budgets]:
+                    rows.append(run_one(path, size, mode, eta, seconds, warmup, "keep", None, dashboard=budget))
                     print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     g = df.groupby(["policy", "config", "dashboard"], sort=False).agg(
@@ -198,9 +202,12 @@ def main() -> None:
     ap.add_argument("--packing", action="store_true", help="only time the learner's packing layouts")
     ap.add_argument("--dashboard", action="store_true", help="only measure the live dashboard's cost")
     ap.add_argument("--repeats", type=int, default=2, help="--dashboard: runs per configuration and setting")
+    ap.add_argument("--draw-budgets", default="0.15", help="--dashboard: Dashboard(draw_budget=...) values to run")
+    ap.add_argument("--modes", default="sync,async", help="--dashboard: sync (η=0) and/or async (η=4)")
     args = ap.parse_args()
     if args.dashboard:
-        return dashboard_cost(args.sizes.split(","), args.seconds, args.warmup, args.repeats)
+        return dashboard_cost(args.sizes.split(","), args.seconds, args.warmup, args.repeats,
+                              [float(b) for b in args.draw_budgets.split(",")], args.modes.split(","))
     if args.packing:
         return packing(args.sizes.split(","))
     etas = [math.inf if e == "inf" else int(e) for e in args.etas.split(",")]

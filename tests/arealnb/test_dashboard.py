@@ -39,6 +39,8 @@ def test_buttons_pause_resume_and_stop_a_background_run(tiny_policy):
     async def main():
         async with Trainer(_cfg(), tiny_policy, default_task()) as t:
             dash = Dashboard(t, hz=5)
+            step_counts = []
+            t.subscribe(lambda ev: ev["type"] == "step" and step_counts.append(ev["staleness_counts"]))
             t0 = time.monotonic()
             task = t.start(seconds=8)
             with pytest.raises(TrainerStateError):
@@ -67,9 +69,20 @@ def test_buttons_pause_resume_and_stop_a_background_run(tiny_policy):
             kinds = t.activity().groupby("what").size()
             assert kinds["pause"] == 1 and kinds["generate"] > 0 and kinds["learn"] == len(metrics)
 
-            # the dashboard saw every consumed token, none older than η
-            assert dash._counts.sum() == metrics.consumed_tokens.sum()
-            assert len(dash._counts) <= t.cfg.max_staleness + 1
+            # the histogram holds every consumed token, none older than η; it is the sum of the step events'
+            counts = t.staleness_counts
+            assert counts.sum() == metrics.consumed_tokens.sum()
+            assert len(counts) <= t.cfg.max_staleness + 1
+            per_step = np.zeros(len(counts), dtype=np.int64)
+            for c in step_counts:
+                per_step[: len(c)] += c
+            assert len(step_counts) == len(metrics) and per_step.tolist() == counts.tolist()
+            assert dash._payload()["counts"].tolist() == counts.tolist()
+            # activity(since=) is the full timeline's rows that end after `since`
+            full, cut = t.activity(), float(metrics.wall_s.iloc[len(metrics) // 2])
+            part = t.activity(since=cut)
+            assert len(part) and (part.end > cut).all()
+            assert part.reset_index(drop=True).equals(full[full.end > cut].reset_index(drop=True))
             st = t.status()
             assert dash._values["version"].value == str(st["version"]) == str(metrics.version.iloc[-1])
             assert dash._values["accepted"].value == str(st["accepted"])

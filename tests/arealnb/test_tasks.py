@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arealnb.tasks import RunningSum
+from arealnb.errors import ConfigError
+from arealnb.tasks import ProblemSet, RunningSum
 
 
 @given(st.lists(st.integers(0, 9), min_size=1, max_size=40))
@@ -34,3 +35,21 @@ def test_bad_config_is_rejected():
         RunningSum(max_terms=0)
     with pytest.raises(ValueError, match="min_terms"):
         RunningSum(min_terms=5, max_terms=4)
+
+
+def test_problem_set_is_a_fixed_seeded_sample_of_the_task():
+    task = RunningSum(max_terms=6)
+    s = ProblemSet(task, n=16, seed=3)
+    assert [p.prompt for p in s.problems] == [p.prompt for p in ProblemSet(task, n=16, seed=3).problems]
+    prompts = {p.prompt for p in s.problems}
+    drawn = s.sample(np.random.default_rng(0), 500)
+    assert {p.prompt for p in drawn} == prompts                  # 500 draws from 16 reach every problem, nothing else
+    p = drawn[0]
+    assert s.reward(p.demonstration, p) == 1.0 and s.reward("0", p) == task.reward("0", p)
+    assert s.held_out() is task and s.config()["n"] == 16
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, True, "8"])
+def test_problem_set_size_must_be_a_positive_int(n):
+    with pytest.raises(ConfigError, match="number of problems"):
+        ProblemSet(RunningSum(), n=n)
