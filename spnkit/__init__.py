@@ -4,6 +4,7 @@ over a flat array layout.
 Importing spnkit never imports torch, transformers or vllm.
 """
 
+from . import compare
 from .errors import DataNotFoundError, QueryError, SPNFormatError, SPNKitError, SPNStructureError
 from .flat_spn import LEAF, PRODUCT, SUM, FlatSPN
 from .io import load, save
@@ -12,7 +13,8 @@ from .query import Query, QueryBatch
 from .solvers.base import MapResult
 
 __all__ = [
-    "FlatSPN", "LEAF", "SUM", "PRODUCT", "load", "save", "map", "map_batch", "reduce", "Query", "QueryBatch", "MapResult",
+    "FlatSPN", "LEAF", "SUM", "PRODUCT", "load", "save", "map", "map_batch", "reduce", "compare", "Query", "QueryBatch",
+    "MapResult",
     "SPNKitError", "SPNFormatError", "SPNStructureError", "QueryError", "DataNotFoundError",
 ]
 __version__ = "0.1.0"

@@ -93,13 +93,33 @@ def _read_rows(path: str):
     return rows
 
 
+def _model_names(paths: list[str]) -> dict[str, str]:
+    """``{name: path}`` for the MODEL arguments: the file's stem (the folder's name for ``<name>/spn.json``), or,
+    where two MODELs would share a name, the path as given. The same file twice is refused."""
+    seen: dict[Path, str] = {}
+    for p in paths:
+        r = Path(p).resolve()
+        if r in seen:
+            raise SPNKitError(f"MODEL {p} is listed twice (also as {seen[r]}); list each file once")
+        seen[r] = p
+    short = [Path(p).stem if Path(p).stem != "spn" else Path(p).parent.name for p in paths]
+    names = [n if short.count(n) == 1 else p for n, p in zip(short, paths, strict=True)]
+    clash = sorted({n for n in short if short.count(n) > 1})
+    if clash:
+        print(f"spnkit: several MODELs are named {', '.join(map(repr, clash))}; naming those by their path",
+              file=sys.stderr)
+    if len(set(names)) < len(names):
+        raise SPNKitError(f"cannot give the MODELs {paths} distinct names; rename or move the files")
+    return dict(zip(names, paths, strict=True))
+
+
 def _compare(args) -> None:
     from . import io
     from .compare import battle, compare, summary
     from .errors import QueryError
     from .queryfiles import read_queries
 
-    spns = {Path(p).stem if Path(p).stem != "spn" else Path(p).parent.name: io.load(p) for p in args.models}
+    spns = {name: io.load(p) for name, p in _model_names(args.models).items()}
     queries = None
     if args.query_file:
         if len(spns) != 1:

@@ -13,8 +13,12 @@ queries, so Ctrl-C returns the groups that finished. The summaries follow the au
 
 from __future__ import annotations
 
+import inspect
+import sys
+import types
 from collections.abc import Mapping, Sequence
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -58,9 +62,23 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
     """
     if not spns:
         raise QueryError("compare needs at least one SPN")
+    methods = _check_methods(spns, methods, timeout, opts)
+    if isinstance(group, bool) or not isinstance(group, int | np.integer) or group < 1:
+        raise QueryError(f"group={group!r}; expected an integer >= 1 (queries per map_batch call)")
     if queries is not None:
         kind = "given"
+        for name, by_setting in queries.items():
+            for setting, qs in by_setting.items():
+                if len(qs) == 0:
+                    raise QueryError(f"queries[{name!r}][{setting!r}] is empty; give at least one query per setting")
     else:
+        if isinstance(n_queries, bool) or not isinstance(n_queries, int | np.integer) or n_queries < 1:
+            raise QueryError(f"n_queries={n_queries!r}; expected an integer >= 1 (queries per setting)")
+        if isinstance(settings, str):
+            settings = settings.split(",")
+        if not settings:
+            raise QueryError("settings is empty; give at least one Q:E:H setting, e.g. '5:2:3'")
+        settings = [setting_name(s) for s in settings]          # a bad setting fails here, before any work
         kind, rows = _evidence_rows(spns, evidence)
         queries = {name: {setting_name(s): protocol_queries(spn.cardinalities, s, n_queries, seed,
                                                             evidence_rows=rows.get(name))
@@ -80,10 +98,7 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
     try:
         for name, setting, method, start in jobs:
             qs = list(queries[name][setting])[start:start + group]
-            run_opts = dict(opts)
-            if method.startswith("exact") or method == "bs":
-                run_opts["timeout"] = timeout
-            df = map_batch(spns[name], qs, method=method, **run_opts)
+            df = map_batch(spns[name], qs, method=method, **_run_opts(method, timeout, opts))
             df["query"] += start
             df.insert(0, "setting", setting)
             df.insert(0, "evidence", kind)
@@ -101,6 +116,32 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
     out = out[COLUMNS + [c for c in out.columns if c not in COLUMNS]]
     out.attrs["interrupted"] = interrupted
     return out
+
+
+def _run_opts(method: str, timeout: float, opts: dict) -> dict:
+    """The options ``compare`` gives ``map_batch`` for ``method``: ``opts``, plus ``timeout`` where it applies."""
+    return {**opts, "timeout": timeout} if method.startswith("exact") or method == "bs" else dict(opts)
+
+
+def _check_methods(spns: Mapping[str, FlatSPN], methods, timeout, opts) -> list[str]:
+    """Every method and its options checked against every SPN before the first query runs (a bad name found
+    when its turn came would cost the work already done)."""
+    from .map_api import _check_memory, _options
+
+    if isinstance(methods, str):
+        methods = methods.split(",")
+    methods = list(methods)
+    if not methods:
+        raise QueryError("methods is empty; give at least one, e.g. ['bt', 'exact']")
+    dup = sorted({m for m in methods if methods.count(m) > 1})
+    if dup:
+        raise QueryError(f"methods {dup} are listed more than once")
+    _options("exact", {"timeout": timeout})           # checked even when no method listed uses it
+    for m in methods:
+        code, kopts, _ = _options(m, _run_opts(m, timeout, opts))
+        for spn in spns.values():
+            _check_memory(code, kopts, spn, numba.get_num_threads())
+    return methods
 
 
 def _evidence_rows(spns: Mapping[str, FlatSPN], evidence) -> tuple[str, dict]:
@@ -186,3 +227,14 @@ def battle(df: pd.DataFrame) -> pd.DataFrame:
                 better = (v[i] > v[j]) | (v[j].isna() & v[i].notna())
                 out.loc[i, j] = int((done[i] & (t[i] < t[j]) & better).sum())
     return out
+
+
+class _CallableModule(types.ModuleType):
+    """``spnkit.compare(...)`` calls :func:`compare`; ``spnkit.compare.summary`` etc. stay the module's."""
+
+    def __call__(self, *args, **kwargs) -> pd.DataFrame:
+        return compare(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+__signature__ = inspect.signature(compare)

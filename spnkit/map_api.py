@@ -4,6 +4,7 @@ numba kernel per query (``kernels.solve``)."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 
@@ -53,7 +54,7 @@ def _options(method: str, opts: dict) -> tuple:
         except KeyError:
             key = method
     else:
-        key = (method, *sorted(opts.items()))
+        key = (method, *((n, type(v), v) for n, v in sorted(opts.items())))   # type: k=2.0 is not k=2
         try:
             return _OPTIONS_SEEN[key]
         except KeyError:
@@ -66,16 +67,20 @@ def _options(method: str, opts: dict) -> tuple:
     if unknown:
         raise QueryError(f"unknown option(s) {sorted(unknown)} for spnkit.map; known: {sorted(DEFAULTS)}")
     o = {**DEFAULTS, **opts}
-    for name in ("k", "beam", "max_rounds", "check_every", "max_trace"):
-        least = 0 if name == "max_trace" else 1
-        if int(o[name]) < least:
-            raise QueryError(f"{name}={o[name]}; expected an integer >= {least}")
-    timeout = math.inf if o["timeout"] is None else float(o["timeout"])
-    if not timeout > 0:
-        raise QueryError(f"timeout={o['timeout']}; expected seconds > 0 (or None for no limit)")
+    for name, least, most in _INT_OPTIONS:
+        v = o[name]
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or not least <= v <= most:
+            kind = "" if isinstance(v, int | np.integer) and not isinstance(v, bool) else f" ({type(v).__name__})"
+            raise QueryError(f"{name}={v!r}{kind}; expected an integer from {least:,} to {most:,}")
+    timeout = o["timeout"]
+    if timeout is None:
+        timeout = math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float | np.integer | np.floating) \
+            or not timeout > 0:
+        raise QueryError(f"timeout={timeout!r}; expected seconds > 0 (a number; None or math.inf for no limit)")
     code = METHOD_CODES[method]
-    arr = np.array([code, int(o["k"]), int(o["beam"]), int(o["seed"]), int(o["max_rounds"]), deadline_ticks(timeout),
-                    int(o["check_every"])], dtype=np.int64)
+    arr = np.array([code, int(o["k"]), int(o["beam"]), int(o["seed"]), int(o["max_rounds"]),
+                    deadline_ticks(float(timeout)), int(o["check_every"])], dtype=np.int64)
     arr.setflags(write=False)
     out = (code, arr, int(o["max_trace"]))
     if key is not None and len(_OPTIONS_SEEN) < 256:
@@ -84,6 +89,29 @@ def _options(method: str, opts: dict) -> tuple:
 
 
 _OPTIONS_SEEN: dict = {}   # validated options by method (no options) or (method, *sorted options)
+_INT_OPTIONS = (("k", 1, 1 << 40), ("beam", 1, 1 << 40), ("seed", 0, (1 << 63) - 1), ("max_rounds", 1, 1 << 62),
+                ("check_every", 1, 1 << 40), ("max_trace", 0, 1 << 40))     # (name, least, most): int64 throughout
+KBT_BYTES_PER_TREE = 24    # k_best.kbt_scratch: per node and edge of the network, per tree kept, per thread
+
+
+def _check_memory(code: int, kopts: np.ndarray, spn: FlatSPN, threads: int) -> None:
+    """Refuse a K-best tree whose scratch (``k`` trees per node and edge, per thread) cannot fit in memory."""
+    if code != _KBT:
+        return
+    k = int(kopts[1])
+    need = KBT_BYTES_PER_TREE * k * (spn.n_nodes + spn.n_edges + 2) * threads
+    avail = _memory_bytes()
+    if need > avail // 2:
+        raise QueryError(f"kbt with k={k:,} needs ~{need / 2**30:,.1f} GiB of scratch on this network "
+                         f"({spn.n_nodes:,} nodes, {threads} thread(s)); this machine has {avail / 2**30:,.1f} GiB: "
+                         f"use k <= {max(1, (avail // 2) // (need // k)):,}")
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
 
 
 def _check_brute(method: str, n_query: int) -> None:
@@ -118,6 +146,7 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
         raise QueryError(f"q is a {type(q).__name__}; expected spnkit.Query")
     if code == _BRUTE:
         _check_brute(method, int(np.count_nonzero(q.role == QUERY)))
+    _check_memory(code, kopts, spn, 1)
     exact_method = code in _EXACT_CODES
     trace, trace_bytes = _trace_buffer(max_trace) if exact_method else _NO_TRACE
     x = q.value.copy()       # int64 (n_vars,), writable (the kernel overwrites it); a wrong length fails its check
@@ -153,6 +182,7 @@ _TRACES: dict = {}
 _EXACT_CODES = frozenset(METHOD_CODES[m] for m in METHOD_CODES if m.startswith("exact"))   # they write a trace
 _PROVING_CODES = frozenset(METHOD_CODES[m] for m in EXACT_METHODS)    # not exact = timed out (brute included)
 _BRUTE = METHOD_CODES["brute"]
+_KBT = METHOD_CODES["kbt"]
 
 
 def _raise_for(status: int, q: Query, spn: FlatSPN, where: str = "") -> None:
@@ -201,6 +231,7 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
         # solve_batch compiles once for both
     if method == "brute":
         _check_brute(method, int((roles == QUERY).sum(axis=1).max()))
+    _check_memory(code, kopts, spn, numba.get_num_threads())
     status, xs, lvs, exact, ubs, stats, secs = solve_batch(spn.kernel_net, roles, values, kopts,
                                                            numba.get_num_threads())
     bad = np.flatnonzero(status < 0)

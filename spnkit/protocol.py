@@ -51,6 +51,8 @@ def protocol_queries(cardinalities, setting="5:2:3", count: int = 100, seed: int
     ``evidence_rows``: int array (rows, n_vars); when given, each query's evidence values come from one row
     drawn at random (uniformly) instead of uniformly over each variable's states.
     """
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
+        raise QueryError(f"count={count!r}; expected an integer >= 0 (queries to draw)")
     cards = np.asarray(cardinalities, dtype=np.int64)
     n = int(cards.shape[0])
     rows = None

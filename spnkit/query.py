@@ -1,6 +1,7 @@
 """MAP queries: which variables are queried (Q), observed (E = e) and summed out (H).
 
-The authors' query line has one symbol per variable: ``?`` query, ``*`` hidden, a digit = evidence value.
+The authors' query line has one comma-separated field per variable: ``?`` query, ``*`` hidden, an integer =
+evidence value (:meth:`Query.parse` also reads whitespace-separated fields and compact ``"??*01?"`` lines).
 """
 
 from __future__ import annotations
@@ -71,22 +72,41 @@ class Query:
 
     @classmethod
     def parse(cls, line: str) -> Query:
-        """From the authors' query line, e.g. ``"??*01?"`` (commas and spaces between symbols are allowed)."""
-        symbols = [c for c in line.strip() if c not in ", \t"]
-        if not symbols:
-            raise QueryError("empty query line; expected one of '?', '*' or a digit per variable")
+        """From a query line, one field per variable: ``?`` query, ``*`` hidden, an integer = evidence value.
+
+        Three layouts, told apart by their separators: the authors' comma-separated fields (``"?,*,0,12"``);
+        whitespace-separated fields (``"? * 0 12"``); and a compact line of one character per variable
+        (``"??*01?"``, evidence 0-9 only). In a delimited line, a field that could be read two ways (``"01"``:
+        the value 1, or the compact ``0`` then ``1``?; ``"??"``) is a :class:`QueryError`, never a guess."""
+        text = line.strip()
+        if not text:
+            raise QueryError("empty query line; expected one of '?', '*' or an integer per variable")
+        if "," in text:
+            fields, layout = [f.strip() for f in text.split(",")], "comma-separated"
+        elif any(c.isspace() for c in text):
+            fields, layout = text.split(), "whitespace-separated"
+        else:
+            fields, layout = list(text), None
         q, e, h = [], {}, []
-        for i, c in enumerate(symbols):
-            if c == "?":
+        for i, f in enumerate(fields):
+            if f == "?":
                 q.append(i)
-            elif c == "*":
+            elif f == "*":
                 h.append(i)
-            elif c.isdigit():
-                e[i] = int(c)
-            else:
-                raise QueryError(f"symbol {c!r} at position {i} of the query line; expected '?' (query), "
+            elif f.isascii() and f.isdecimal() and (len(f) == 1 or f[0] != "0"):
+                e[i] = int(f)
+            elif not f:
+                raise QueryError(f"field {i} of the comma-separated query line is empty (two commas in a row, or a "
+                                 "comma at the end?); expected '?', '*' or an integer per variable")
+            elif layout is None:
+                raise QueryError(f"symbol {f!r} at position {i} of the query line; expected '?' (query), "
                                  "'*' (hidden) or a digit (evidence)")
-        return cls(len(symbols), query=q, evidence=e, hidden=h)
+            else:
+                why = (" (a leading zero: write the value without it, or separate the symbols)"
+                       if f.isascii() and f.isdecimal() else "")
+                raise QueryError(f"field {i} of the {layout} query line is {f!r}{why}; in a delimited line each "
+                                 "field is one '?' (query), one '*' (hidden) or one integer (evidence)")
+        return cls(len(fields), query=q, evidence=e, hidden=h)
 
     # -- views -----------------------------------------------------------------------------------
     @property
@@ -106,15 +126,19 @@ class Query:
         return np.flatnonzero(self.role == HIDDEN)
 
     def to_line(self) -> str:
-        """The authors' query line (evidence values above 9 cannot be written in it)."""
-        if np.any(self.value > 9):
-            raise QueryError("evidence values above 9 cannot be written as a query line")
-        return "".join("?" if r == QUERY else "*" if r == HIDDEN else str(int(v))
-                       for r, v in zip(self.role, self.value, strict=True))
+        """The query line :meth:`parse` reads back: compact (``"??*01?"``) when every evidence value is one
+        digit, else the authors' comma-separated fields (``"?,?,*,0,12,?"``)."""
+        fields = ["?" if r == QUERY else "*" if r == HIDDEN else str(int(v))
+                  for r, v in zip(self.role, self.value, strict=True)]
+        if not np.any(self.value > 9):
+            return "".join(fields)
+        if len(fields) == 1:          # "12" alone would read back as two variables
+            raise QueryError(f"a one-variable query with evidence {fields[0]} has no unambiguous query line")
+        return ",".join(fields)
 
     def __repr__(self) -> str:
         counts = f"Q={len(self.query_vars)}, E={len(self.evidence_vars)}, H={len(self.hidden_vars)}"
-        line = self.to_line() if self.n_vars <= 40 and not np.any(self.value > 9) else "..."
+        line = self.to_line() if self.n_vars <= 40 else "..."
         return f"Query({counts}: {line!r})"
 
     def check(self, spn) -> None:

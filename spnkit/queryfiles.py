@@ -1,7 +1,8 @@
 """Query files other tools use, read and written so that existing query sets replay unchanged.
 
-* The authors' query lines (``maxspn``): one query per line, one symbol per variable, commas optional:
-  ``?`` query, ``*`` hidden, a digit = evidence value.
+* The authors' query lines (``maxspn``): one query per line, one comma-separated field per variable: ``?``
+  query, ``*`` hidden, an integer = evidence value (compact ``??*01?`` lines are read too; see
+  :meth:`Query.parse`).
 * pyspn ``.query`` + ``.evid`` (PAC-MAP / learned-spns): line k of ``.query`` is ``N v1 .. vN`` (query
   variables), line k of ``.evid`` is ``N var val var val ...``; every other variable is marginalised (hidden).
 * pyspn ``.map``, two layouts, told apart by content: alternating lines ``v1 v2 ...`` (query) and
@@ -49,7 +50,7 @@ def read_query_lines(path) -> list[Query]:
 
 
 def write_query_lines(queries, path) -> None:
-    """Write ``queries`` as query lines (evidence values must be single digits)."""
+    """Write ``queries`` as query lines (compact when every evidence value is one digit, else comma-separated)."""
     _atomic_write(path, "".join(q.to_line() + "\n" for q in queries))
 
 

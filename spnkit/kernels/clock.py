@@ -75,6 +75,5 @@ def ticks_per_second() -> float:
 
 def deadline_ticks(timeout: float) -> int:
     """Ticks from now until ``timeout`` seconds have passed (``NEVER`` for an infinite timeout)."""
-    if timeout == float("inf"):
-        return NEVER
-    return min(NEVER, int(timeout * ticks_per_second()))
+    ticks = timeout * ticks_per_second()
+    return NEVER if not ticks < NEVER else int(ticks)          # inf, and finite times past NEVER (1e300 s)

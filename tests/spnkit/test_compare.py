@@ -132,11 +132,57 @@ def test_cli_map_and_compare(tmp_path, nltcs_path):
     assert "WINCNT" in run.stdout and (tmp_path / "t.summary.csv").exists() and (tmp_path / "t.battle.csv").exists()
 
 
+def test_compare_is_callable_from_the_package_and_checks_everything_before_running(monkeypatch):
+    import spnkit
+    import spnkit.compare as cmp
+
+    spns = {"a": random_spn(1, n_vars=6)}
+    df = spnkit.compare(spns, methods=["bt", "exact"], settings=["5:2:3"], n_queries=4, progress=False)
+    ref = compare(spns, methods=["bt", "exact"], settings=["5:2:3"], n_queries=4, progress=False)
+    cols = ["spn", "setting", "query", "method", "log_value", "exact"]          # all but the timings
+    assert len(df) == 8 and df[cols].equals(ref[cols])
+    assert spnkit.compare.summary is summary and cmp.compare is compare
+    calls = []
+    monkeypatch.setattr(cmp, "map_batch", lambda *a, **k: calls.append(1))
+    for kw, what in (({"methods": ["bt", "nope"]}, "unknown method 'nope'"),
+                     ({"methods": ["bt", "bt"]}, "listed more than once"),
+                     ({"methods": []}, "methods is empty"),
+                     ({"methods": ["bt", "kbt"], "k": 10**9}, "kbt with k=1,000,000,000 needs"),
+                     ({"n_queries": 0}, "n_queries=0"), ({"n_queries": -3}, "n_queries=-3"),
+                     ({"n_queries": 2.5}, "n_queries=2.5"), ({"settings": ["5:2:3", "9:9:9"]}, "setting '9:9:9'"),
+                     ({"settings": []}, "settings is empty"), ({"group": 0}, "group=0"),
+                     ({"queries": {"a": {"x": []}}}, "is empty"), ({"timeout": "abc"}, "timeout='abc'")):
+        with pytest.raises(QueryError, match=what):
+            cmp.compare(spns, progress=False, **{"methods": ["bt"], "settings": ["5:2:3"], "n_queries": 3, **kw})
+    assert calls == []                                    # refused before the first batch
+
+
+def test_cli_compare_keeps_two_models_with_the_same_name(tmp_path, nltcs_path):
+    import shutil
+
+    (tmp_path / "json" / "nltcs").mkdir(parents=True)
+    other = tmp_path / "json" / "nltcs" / "spn.spn"             # same stem "spn" -> its folder's name, "nltcs"
+    shutil.copy(nltcs_path, other)
+    out = tmp_path / "t.csv"
+    run = subprocess.run([sys.executable, "-m", "spnkit", "compare", str(nltcs_path), str(other), "--methods", "bt",
+                          "--settings", "5:2:3", "--queries", "3", "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "naming those by their path" in run.stderr
+    assert sorted(set(pd.read_csv(out)["spn"])) == sorted([str(nltcs_path), str(other)])
+    run = subprocess.run([sys.executable, "-m", "spnkit", "compare", str(nltcs_path), str(nltcs_path), "--out",
+                          str(out)], capture_output=True, text=True)
+    assert run.returncode == 2 and "listed twice" in run.stderr and "Traceback" not in run.stderr
+
+
 @pytest.mark.parametrize("argv,what", [
     (["map", "MISSING.spn", "q.txt"], "No such file"),
     (["map", "{model}", "{bad}"], "QueryError: .*bad.q:1: symbol 'x'"),
     (["map", "{model}", "{good}", "--method", "kbt", "--k", "0"], "QueryError: k=0"),
     (["map", "{bad}", "{good}"], "SPNFormatError"),
+    (["map", "{model}", "{good}", "--method", "kbt", "--k", "100000000"], "QueryError: kbt with k=100,000,000"),
+    (["map", "{model}", "{good}", "--method", "kbt", "--k", str(2**70)], "QueryError: k=1180591620717411303424"),
+    (["compare", "{model}", "--out", "t.csv", "--queries", "0"], "QueryError: n_queries=0"),
+    (["compare", "{model}", "--out", "t.csv", "--methods", "bt,nope"], "QueryError: unknown method 'nope'"),
     (["compare", "{model}", "--out", "t.csv", "--evidence-from", "{bad}"], "QueryError: --evidence-from .*bad.q"),
     (["compare", "{model}", "--out", "t.csv", "--evidence-from", "{narrow}"], "QueryError: evidence_rows has shape"),
 ])

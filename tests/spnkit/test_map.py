@@ -122,6 +122,34 @@ def test_best_tree_and_normalized_greedy_follow_their_definitions_on_a_hand_buil
     assert spnkit.map(spn, q, method="brute").assignment.tolist() == [1, 0]  # 0.405 > 0.25
 
 
+def test_comma_separated_fields_are_read_by_field_not_by_character():
+    q = Query.parse("12,?,?,?,?,?,?,?,?")
+    assert q.n_vars == 9 and q.evidence_vars.tolist() == [0] and q.value[0] == 12
+    assert Query.parse(" 3 , * ,10,? ").value.tolist() == [3, -1, 10, -1]
+    assert Query.parse("? * 11 0").to_line() == "?,*,11,0"
+    for line, why in (("01,?", "leading zero"), ("??,0", "field 0 of the comma-separated"),
+                      ("?? 01", "field 0 of the whitespace-separated"), ("?,,0", "field 1 .* is empty"),
+                      ("?,0,", "field 2 .* is empty"), ("?,-1", "'-1'"), ("?,1.5", "'1.5'"), ("?,٣", "'٣'")):
+        with pytest.raises(QueryError, match=why):
+            Query.parse(line)
+
+
+@given(st.lists(st.one_of(st.just("?"), st.just("*"), st.integers(0, 40)), min_size=1, max_size=30))
+def test_query_lines_round_trip_with_any_evidence_value(fields):
+    q = Query(len(fields), query=[i for i, f in enumerate(fields) if f == "?"],
+              evidence={i: f for i, f in enumerate(fields) if isinstance(f, int)},
+              hidden=[i for i, f in enumerate(fields) if f == "*"])
+    if len(fields) > 1:                                   # the authors' layout
+        p = Query.parse(",".join(map(str, fields)))
+        assert p.role.tolist() == q.role.tolist() and p.value.tolist() == q.value.tolist()
+    if len(fields) == 1 and isinstance(fields[0], int) and fields[0] > 9:
+        with pytest.raises(QueryError, match="one-variable"):          # "12" would read back as 1, 2
+            q.to_line()
+        return
+    back = Query.parse(q.to_line())
+    assert back.role.tolist() == q.role.tolist() and back.value.tolist() == q.value.tolist()
+
+
 def test_query_line_round_trip_and_parse_errors():
     q = Query.parse("??*01?")
     assert q.to_line() == "??*01?" and q.query_vars.tolist() == [0, 1, 5] and q.hidden_vars.tolist() == [2]
@@ -146,8 +174,35 @@ def test_queries_that_do_not_fit_the_spn_are_refused():
         spnkit.map(spn, Query.parse("0*1*"))
     with pytest.raises(QueryError, match="unknown method"):
         spnkit.map(spn, Query.parse("????"), method="magic")
-    with pytest.raises(QueryError, match="k=0; expected an integer >= 1"):
+    with pytest.raises(QueryError, match="k=0; expected an integer from 1 to"):
         spnkit.map(spn, Query.parse("????"), method="kbt", k=0)
+
+
+@pytest.mark.parametrize("method,opts,what", [
+    ("exact", {"timeout": "abc"}, r"timeout='abc'; expected seconds > 0"),
+    ("exact", {"timeout": True}, r"timeout=True"),
+    ("exact", {"timeout": -1.0}, r"timeout=-1.0"),
+    ("kbt", {"k": 2**70}, r"k=1180591620717411303424; expected an integer from 1 to"),
+    ("kbt", {"k": 2.7}, r"k=2.7 \(float\)"),
+    ("kbt", {"k": 2.0}, r"k=2.0 \(float\)"),
+    ("kbt", {"k": True}, r"k=True \(bool\)"),
+    ("kbt", {"k": 10**8}, r"kbt with k=100,000,000 needs ~[\d,.]+ GiB .* use k <= "),
+    ("bs", {"beam": 0}, r"beam=0"),
+    ("bs", {"seed": -1}, r"seed=-1"),
+])
+def test_bad_options_are_typed_errors_before_any_work(method, opts, what):
+    spn = random_spn(3, n_vars=6, max_card=2)
+    spnkit.map(spn, Query(6), method="kbt", k=2)              # a cached k=2 must not let k=2.0 through
+    for call in (lambda: spnkit.map(spn, Query(6), method=method, **opts),
+                 lambda: spnkit.map_batch(spn, [Query(6)] * 3, method=method, **opts)):
+        with pytest.raises(QueryError, match=what):
+            call()
+
+
+def test_a_timeout_past_the_clocks_range_means_no_limit():
+    spn = random_spn(3, n_vars=6, max_card=2)
+    r = spnkit.map(spn, Query(6), method="exact", timeout=1e300)
+    assert r.exact and r.log_value == spnkit.map(spn, Query(6), method="brute").log_value
 
 
 def test_map_batch_names_the_query_that_does_not_fit_before_solving_any():

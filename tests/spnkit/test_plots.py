@@ -52,7 +52,9 @@ def test_explorer_follows_its_controls(df):
     ex.spn.value = ALL
     assert set(ex.selection().spn) == {"a", "b"}
     ex.methods.value = ()
-    assert ex.selection().empty                                        # redraw says "nothing selected"
+    assert ex.selection().empty and "nothing selected" in ex.table.value
+    ex.methods.value = ("ng",)
+    assert ex.image.value[:4] == b"\x89PNG" and ex.table.value.count("<tr>") == 2   # header + ng
     with pytest.raises(ValueError, match="empty"):
         ComparisonExplorer(df.iloc[:0])
     plt.close("all")
@@ -69,3 +71,13 @@ def test_explorer_separates_evidence_kinds(df):
     assert set(ex.selection().evidence) == {"data"} and len(ex.selection()) == 15
     plots.win_bars(ex.selection())                       # queries counted per (spn, evidence, setting, query)
     plt.close("all")
+
+
+def test_explorer_redraws_in_place_without_printing_or_leaving_figures(df, capsys):
+    plt.close("all")
+    ex = ComparisonExplorer(df)
+    for i in range(25):
+        ex.setting.value = ["5:2:3", "2:3:5"][i % 2]
+    assert ex.redraws == 26 and plt.get_fignums() == []
+    assert capsys.readouterr().out == ""
+    assert "WINCNT" in ex.table.value and len(ex.image.value) > 10_000
