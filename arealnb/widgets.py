@@ -7,7 +7,8 @@ Fed by ``trainer.subscribe`` (step events carry the batch's staleness counts) an
   ``hz`` (default 2 Hz): a dozen ``HTML`` values, well under a millisecond;
 * the plots (one Agg figure, PNG into an ``Image`` widget: no ipympl needed, works in any front end) are
   redrawn when a learner step brought news, at most at ``hz`` and at most as often as keeps the renderer busy
-  under ``draw_budget`` of one core (a redraw takes ~0.3 s here; with the default 0.15 that is one every ~2 s).
+  under ``draw_budget`` of one core (a redraw takes ~0.2 s here alone, ~0.4 s beside a run; with the default
+  0.15, one every 2–3 s).
 
 The figure is drawn in a **renderer process** (one per kernel, started on first use, shared by every dashboard,
 fed pickled panel data over a pipe) at the lowest CPU priority (nice 19): drawn in the kernel's process, matplotlib holds the GIL for the whole

@@ -5,7 +5,14 @@ Importing spnkit never imports torch, transformers or vllm.
 """
 
 from . import compare
-from .errors import DataNotFoundError, QueryError, SPNFormatError, SPNKitError, SPNStructureError
+from .errors import (
+    DataNotFoundError,
+    QueryError,
+    SPNFormatError,
+    SPNKitError,
+    SPNStructureError,
+    SPNWeightsWarning,
+)
 from .flat_spn import LEAF, PRODUCT, SUM, FlatSPN
 from .io import load, save
 from .map_api import map, map_batch, reduce
@@ -15,6 +22,6 @@ from .solvers.base import MapResult
 __all__ = [
     "FlatSPN", "LEAF", "SUM", "PRODUCT", "load", "save", "map", "map_batch", "reduce", "compare", "Query", "QueryBatch",
     "MapResult",
-    "SPNKitError", "SPNFormatError", "SPNStructureError", "QueryError", "DataNotFoundError",
+    "SPNKitError", "SPNFormatError", "SPNStructureError", "QueryError", "DataNotFoundError", "SPNWeightsWarning",
 ]
 __version__ = "0.1.0"

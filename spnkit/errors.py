@@ -25,3 +25,7 @@ class QueryError(SPNKitError, ValueError):
 
 class DataNotFoundError(SPNKitError, FileNotFoundError):
     """A benchmark file is neither under $SPNKIT_DATA nor in the local cache, and cannot be downloaded."""
+
+
+class SPNWeightsWarning(UserWarning):
+    """A loaded SPN's sum weights do not sum to 1: its values are not probabilities (``spn.normalize()``)."""

@@ -197,14 +197,73 @@ class FlatSPN:
         code, node, extra = check_structure(self.node_type, self.child_ptr, self.children, self.log_w,
                                             self.leaf_var, self.leaf_val, self.cardinalities)
         if code != STRUCT_OK:
-            raise SPNStructureError(_structure_message(self, code, int(node), int(extra)))
+            msg = _structure_message(self, code, int(node), int(extra))
+            src = self.meta.get("source")
+            raise SPNStructureError(f"{src}: {msg}" if src else msg)
+
+    def node_label(self, i: int) -> str:
+        """How the model file names node ``i``: ``node <id> (line <n>)`` for readers that keep the file's ids
+        (``meta["node_labels"]``), else ``node <i>`` (maxspn: the 0-based node line after line 1)."""
+        labels = self.meta.get("node_labels")
+        if labels is not None and 0 <= i < len(labels):
+            return labels[i]
+        return f"node {i}"
+
+    # -- normalisation -------------------------------------------------------------------------------
+    @functools.cached_property
+    def weight_sums(self) -> np.ndarray:
+        """Per node: the sum of its outgoing linear weights for sum nodes, NaN for the others."""
+        out = np.full(self.n_nodes, np.nan)
+        sums = np.flatnonzero(self.node_type == SUM)
+        w = np.exp(self.log_w)
+        csum = np.concatenate([[0.0], np.cumsum(w)])
+        out[sums] = csum[self.child_ptr[sums + 1]] - csum[self.child_ptr[sums]]
+        return out
+
+    @functools.cached_property
+    def is_normalized(self) -> bool:
+        """True when every sum node's weights sum to 1 (within ``NORM_TOL``): values are then probabilities."""
+        s = self.weight_sums
+        s = s[~np.isnan(s)]
+        return bool(np.all(np.abs(s - 1.0) <= NORM_TOL))
+
+    def normalize(self) -> FlatSPN:
+        """The same distribution with locally normalised weights (every sum node's weights sum to 1), so that
+        values are probabilities: ``log_w'(i->j) = log_w(i->j) + log Z_j - log Z_i`` with ``Z`` each node's value
+        with every variable summed out (Peharz et al., AISTATS 2015). MAP assignments do not change; log values
+        drop by the root's ``log Z``. Refuses a network with a node of zero mass (``Z = 0``)."""
+        n = self.n_nodes
+        logz = np.zeros(n)
+        lw = self.log_w.copy()
+        t, ptr, ch = self.node_type, self.child_ptr, self.children
+        for i in range(n):
+            a, b = ptr[i], ptr[i + 1]
+            if t[i] == PRODUCT:
+                logz[i] = logz[ch[a:b]].sum()
+            elif t[i] == SUM:
+                v = self.log_w[a:b] + logz[ch[a:b]]
+                m = v.max()
+                if m == -np.inf:
+                    raise SPNStructureError(f"{self.node_label(i)} has zero mass (every weight or child is 0): "
+                                            "it cannot be normalised; remove it or give it a positive weight")
+                logz[i] = m + np.log(np.exp(v - m).sum())
+                lw[a:b] = v - logz[i]
+        return FlatSPN(node_type=t, child_ptr=ptr, children=ch, log_w=lw, leaf_var=self.leaf_var,
+                       leaf_val=self.leaf_val, cardinalities=self.cardinalities,
+                       meta={**self.meta, "normalized_from_log_z": float(logz[-1])}, validate=False)
+
+
+NORM_TOL = 1e-6     # |Σ w - 1| a sum node may show and still count as normalised (JSON files carry 8 digits)
 
 
 def _structure_message(spn: FlatSPN, code: int, node: int, extra: int) -> str:
     from .kernels import structure as s
 
     what = NODE_TYPE_NAMES.get(int(spn.node_type[node]), "?") if 0 <= node < spn.n_nodes else "?"
-    where = f"node {node} ({what})"
+    where = f"{spn.node_label(node)} ({what})"
+    if code in (s.STRUCT_CHILD_ORDER, s.STRUCT_WEIGHT, s.STRUCT_INCOMPLETE, s.STRUCT_NOT_DECOMPOSABLE) \
+            and 0 <= extra < spn.n_nodes:
+        extra = spn.node_label(extra).removeprefix("node ")
     if code == s.STRUCT_BAD_TYPE:
         return f"{where}: unknown node type {int(spn.node_type[node])}; expected 0 (leaf), 1 (sum) or 2 (product)"
     if code == s.STRUCT_CHILD_ORDER:
@@ -229,6 +288,6 @@ def _structure_message(spn: FlatSPN, code: int, node: int, extra: int) -> str:
         return (f"{where}: not decomposable: child {extra} shares a variable with an earlier child "
                 "(the children of a product node must have disjoint scopes)")
     if code == s.STRUCT_MULTI_ROOT:
-        return (f"{where} has no parent but is not the root (the last node, {spn.n_nodes - 1}); an SPN has "
+        return (f"{where} has no parent but is not the root ({spn.node_label(spn.n_nodes - 1)}); an SPN has "
                 "exactly one root")
     return f"{where}: structure check failed with code {code}"

@@ -155,9 +155,16 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
     status, lv, exact, ub, stats, n_trace, ticks = spn.query_entry(spn.kernel_net, q.role, q.value, kopts, trace, x)
     if status < 0:
         _raise_for(status, q, spn)
-    return MapResult(x, lv, exact, None if ub != ub else ub, time.perf_counter() - t0, method, stats,
-                     bytes(trace_bytes[:n_trace * _ROW_BYTES]) if exact_method else None, STAT_NAMES,
-                     code in _PROVING_CODES and not exact, 1.0 / ticks_per_second(), ticks)
+    res = MapResult(x, lv, exact, None if ub != ub else ub, time.perf_counter() - t0, method, stats,
+                    bytes(trace_bytes[:n_trace * _ROW_BYTES]) if exact_method else None, STAT_NAMES,
+                    code in _PROVING_CODES and not exact, 1.0 / ticks_per_second(), ticks)
+    if not spn.is_normalized:
+        res.note = UNNORMALIZED_NOTE
+    return res
+
+
+UNNORMALIZED_NOTE = ("the SPN's sum weights do not sum to 1: log_value is a log value, not a log-probability "
+                     "(spn.normalize() gives the same distribution, normalised)")
 
 
 _NO_TRACE = (np.empty((0, 3)), None)
@@ -249,4 +256,6 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
         "assignment": AssignmentArray(xs),   # the kernel's (m, n_vars) array as it is, a row read as a view
         **{name: stats[:, j] for j, name in enumerate(STAT_NAMES)},
     }, copy=False)
+    if not spn.is_normalized:
+        df.attrs["note"] = UNNORMALIZED_NOTE
     return df

@@ -22,12 +22,34 @@ class GraphBuilder:
         self.kids: dict[object, list] = {}
         self.logw: dict[object, list[float]] = {}
         self.leaf: dict[object, tuple[int, int]] = {}
+        self.where: dict[object, str] = {}           # node id -> where the file defines it (":12", " node 5")
         self._indicator_ids: dict[tuple[int, int], object] = {}
 
     def _new(self, nid, kind: int, where: str) -> None:
         if nid in self.kind:
-            raise SPNFormatError(f"{self.source}{where}: node id {nid!r} is defined twice")
+            raise SPNFormatError(f"{self.source}{where}: node id {nid!r} is defined twice (first at "
+                                 f"{self.label(nid)})")
         self.kind[nid] = kind
+        self.where[nid] = where
+
+    def label(self, nid) -> str:
+        """The file's name for a node: ``node 17 (line 23)``; an indicator spnkit added for a categorical or
+        Bernoulli leaf reads ``the indicator X3 = 1``."""
+        if isinstance(nid, tuple) and nid and nid[0] == "__indicator__":
+            return f"the indicator X{nid[1]} = {nid[2]}"
+        w = self.where.get(nid, "")
+        return f"node {nid!r}" + (f" (line {w[1:]})" if w.startswith(":") else "")
+
+    def distribution(self, nid, var: int, probs: list[float], what: str, where: str = "") -> None:
+        """A categorical leaf (``probs[x]`` = P(X_var = x)) as a sum over shared indicators; each probability
+        must lie in [0, 1] (``what`` names the leaf kind in the error, e.g. "Bernoulli p")."""
+        for x, p in enumerate(probs):
+            if not 0.0 <= p <= 1.0:
+                raise SPNFormatError(f"{self.source}{where}: {what} = {p!r} for X{var} = {x}; expected a "
+                                     "probability in [0, 1]")
+        if var < 0:
+            raise SPNFormatError(f"{self.source}{where}: variable {var}; expected >= 0")
+        self.sum(nid, [self.shared_indicator(var, x) for x in range(len(probs))], probs, linear=True, where=where)
 
     def indicator(self, nid, var: int, val: int, where: str = "") -> None:
         if var < 0 or val < 0:
@@ -71,12 +93,14 @@ class GraphBuilder:
         for nid, ch in self.kids.items():
             for c in ch:
                 if c not in self.kind:
-                    raise SPNFormatError(f"{self.source}: node {nid!r} has child {c!r}, which is never defined")
+                    raise SPNFormatError(f"{self.source}: {self.label(nid)} has child {c!r}, which is never defined")
         has_parent = {c for ch in self.kids.values() for c in ch}
         roots = [n for n in self.kind if n not in has_parent]
-        if len(roots) != 1:
-            raise SPNStructureError(f"{self.source}: expected one root (a node without parents), found "
-                                    f"{len(roots)}: {roots[:5]}")
+        if not roots:                                # every node has a parent: there is a cycle
+            raise SPNStructureError(f"{self.source}: no root (every node has a parent): {self._cycle()}")
+        if len(roots) > 1:
+            raise SPNStructureError(f"{self.source}: {len(roots)} nodes have no parent, e.g. "
+                                    f"{', '.join(self.label(r) for r in roots[:4])}; an SPN has exactly one root")
         if self._numbered_children_first():
             order = sorted(self.kind)                # the file's own order (keeps load(save(spn)) exact)
             return self._arrays(order, meta, n_vars)
@@ -93,16 +117,34 @@ class GraphBuilder:
                 stack.append((nid, k + 1))
                 c = ch[k]
                 if state.get(c) == 1:
-                    raise SPNStructureError(f"{self.source}: cycle through node {c!r}")
+                    path = [n for n, _ in stack if state.get(n) == 1]
+                    loop = path[path.index(c):] + [c] if c in path else [nid, c]
+                    raise SPNStructureError(f"{self.source}: cycle " + " -> ".join(self.label(n) for n in loop))
                 if state.get(c) != 2:
                     stack.append((c, 0))
             else:
                 state[nid] = 2
                 order.append(nid)
         if len(order) != len(self.kind):
-            unreachable = [n for n in self.kind if n not in state][:5]
-            raise SPNStructureError(f"{self.source}: nodes not reachable from the root, e.g. {unreachable}")
+            unreachable = [n for n in self.kind if n not in state][:4]
+            raise SPNStructureError(f"{self.source}: nodes not reachable from the root, e.g. "
+                                    f"{', '.join(self.label(n) for n in unreachable)}")
         return self._arrays(order, meta, n_vars)
+
+    def _cycle(self) -> str:
+        """A cycle, as the file names its nodes (for a graph in which every node has a parent)."""
+        start = next((n for n in self.kind if self.kids.get(n)), next(iter(self.kind)))
+        path, seen = [start], {start: 0}
+        while True:                                  # follow first children: with no leaf reachable, it loops
+            ch = self.kids.get(path[-1], [])
+            nxt = next((c for c in ch if self.kind.get(c) != LEAF), ch[0] if ch else None)
+            if nxt is None:
+                return "the nodes form a cycle"
+            if nxt in seen:
+                loop = path[seen[nxt]:] + [nxt]
+                return "cycle " + " -> ".join(self.label(n) for n in loop)
+            seen[nxt] = len(path)
+            path.append(nxt)
 
     def _numbered_children_first(self) -> bool:
         """Ids are exactly 0..n-1 (ints) and every child's id is below its parent's (the root is n-1)."""
@@ -126,4 +168,18 @@ class GraphBuilder:
             if v < nv:
                 cards[v] = max(cards[v], x + 1)
         return FlatSPN(node_type=node_type, child_ptr=ptr, children=children, log_w=log_w, leaf_var=leaf_var,
-                       leaf_val=leaf_val, cardinalities=cards, meta={"source": self.source, **(meta or {})})
+                       leaf_val=leaf_val, cardinalities=cards,
+                       meta={"source": self.source, **(meta or {}), "node_labels": _Labels(self, order)})
+
+
+class _Labels:
+    """``FlatSPN.meta["node_labels"]``: node index -> the file's name for it, built when an error asks."""
+
+    def __init__(self, g: GraphBuilder, order: list):
+        self._label, self._order = g.label, order
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, i: int) -> str:
+        return self._label(self._order[i])

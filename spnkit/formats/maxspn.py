@@ -54,6 +54,7 @@ def parse(text: str, source: str = "<string>") -> FlatSPN:
     log_w: list[float] = []
     leaf_var: list[int] = []
     leaf_val: list[int] = []
+    node_line: list[int] = []
     saw_eof = False
     for lineno, raw in enumerate(lines[1:], start=2):
         line = raw.strip()
@@ -92,14 +93,28 @@ def parse(text: str, source: str = "<string>") -> FlatSPN:
         except ValueError as exc:
             raise SPNFormatError(f"{source}:{lineno}: {exc} (line: {line[:80]!r})") from None
         child_ptr.append(len(children))
+        node_line.append(lineno)
     if not saw_eof:
         raise SPNFormatError(f"{source}: no 'EOF' line; the file looks truncated")
     if not node_type:
         raise SPNFormatError(f"{source}: no nodes before 'EOF'")
     return FlatSPN(node_type=np.array(node_type), child_ptr=np.array(child_ptr), children=np.array(children),
                    log_w=np.array(log_w, dtype=np.float64), leaf_var=np.array(leaf_var),
-                   leaf_val=np.array(leaf_val), cardinalities=np.array(cards), meta={"format": "maxspn",
-                                                                                      "source": source})
+                   leaf_val=np.array(leaf_val), cardinalities=np.array(cards),
+                   meta={"format": "maxspn", "source": source, "node_labels": LineLabels(node_line)})
+
+
+class LineLabels:
+    """``FlatSPN.meta["node_labels"]`` for files whose node ids are their position: ``node 17 (line 19)``."""
+
+    def __init__(self, lines: list[int]):
+        self._lines = np.asarray(lines, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __getitem__(self, i: int) -> str:
+        return f"node {i} (line {int(self._lines[i])})"
 
 
 def _parse_float(s: str) -> float:

@@ -55,10 +55,14 @@ def parse(text: str, source: str = "<string>") -> FlatSPN:
             elif cls in ("Bernoulli", "Categorical"):
                 (var,) = scope
                 params = node["params"]
-                probs = [1.0 - float(params["p"]), float(params["p"])] if cls == "Bernoulli" else \
-                    [float(p) for p in params["p"]]
-                g.sum(nid, [g.shared_indicator(int(var), x) for x in range(len(probs))], probs, linear=True,
-                      where=where)
+                if cls == "Bernoulli":
+                    p = float(params["p"])
+                    if not 0.0 <= p <= 1.0:
+                        raise SPNFormatError(f"{source}{where}: Bernoulli p = {params['p']!r}; expected a "
+                                             "probability in [0, 1]")
+                    g.distribution(nid, int(var), [1.0 - p, p], "Bernoulli P", where)
+                else:
+                    g.distribution(nid, int(var), [float(p) for p in params["p"]], "Categorical p", where)
             elif cls == "Indicator":
                 (var,) = scope
                 g.indicator(nid, int(var), int(node["params"]["value"]), where)
@@ -66,6 +70,8 @@ def parse(text: str, source: str = "<string>") -> FlatSPN:
                 raise SPNFormatError(f"{source}{where}: unsupported node class {cls!r}; supported: Sum, Product, "
                                      "Bernoulli, Categorical, Indicator")
         except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, SPNFormatError):
+                raise
             raise SPNFormatError(f"{source}: malformed node {node!r:.80}: {exc}") from None
     spn = g.build(meta={"format": "json"}, n_vars=n_vars)
     cards = (data.get("graph") or {}).get("spnkit", {}).get("cardinalities") if isinstance(data, dict) else None

@@ -21,13 +21,15 @@ class MapResult:
     method : the solver's name.
     stats : the solver's counters (expansions, passes, stagings, ..., timed_out).
     trace : exact solvers only: incumbent and upper bound over time, a DataFrame built when first read.
+    note : None, or what to keep in mind reading ``log_value`` (e.g. the SPN's weights are not normalised, so
+        it is a log value, not a log-probability).
 
     A plain class with slots, and ``stats``/``trace`` built when read: a small query takes a few microseconds,
     so the result object must not cost more than the solver.
     """
 
     __slots__ = ("assignment", "log_value", "exact", "upper_bound", "seconds", "method", "_trace", "_tick",
-                 "_stats", "_stat_names", "_timed_out", "_kernel_ticks")
+                 "_stats", "_stat_names", "_timed_out", "_kernel_ticks", "note")
 
     def __init__(self, assignment: np.ndarray, log_value: float, exact: bool, upper_bound: float | None,
                  seconds: float, method: str, stats: dict | tuple | None = None,
@@ -45,6 +47,7 @@ class MapResult:
         self._stat_names = stat_names
         self._timed_out = timed_out
         self._kernel_ticks = kernel_ticks       # clock.now() ticks
+        self.note = None
 
     @property
     def kernel_seconds(self) -> float | None:
@@ -85,4 +88,5 @@ class MapResult:
 
     def __repr__(self) -> str:
         return (f"MapResult(method={self.method!r}, log_value={self.log_value!r}, exact={self.exact}, "
-                f"upper_bound={self.upper_bound!r}, seconds={self.seconds:.3g}, assignment={self.assignment!r})")
+                f"upper_bound={self.upper_bound!r}, seconds={self.seconds:.3g}, assignment={self.assignment!r}"
+                + (f", note={self.note!r})" if self.note else ")"))

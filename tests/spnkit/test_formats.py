@@ -214,3 +214,110 @@ def test_save_refuses_unknown_formats_and_leaves_no_file(tmp_path):
     with pytest.raises(SPNFormatError, match="writable: maxspn, json, ac"):
         spnkit.save(random_spn(1), tmp_path / "x.spn", format="pickle")
     assert not list(tmp_path.iterdir())
+
+
+SPNETWORKS = ["nltcs.spn", "nltcs.pyspnformat.spn", "nltcs.learnspn.em.spn", "nltcs.learnspn.notuning.spn",
+              "breast-cancer.spn", "hmm.spn", "xor.spn", "small.spn", "test.spn", "example.pyspn.spn"]
+
+
+@pytest.mark.parametrize("name", SPNETWORKS)
+def test_every_spnetworks_jl_file_loads_as_a_normalised_spn(name):
+    spn = spnkit.load(shared_file(f"spn/spnetworks/{name}"))
+    n_vars = {"breast-cancer.spn": 10, "hmm.spn": 3, "xor.spn": 3, "small.spn": 2, "test.spn": 2,
+              "example.pyspn.spn": 2}.get(name, 16)
+    assert spn.n_vars == n_vars and spn.is_normalized and abs(spn.log_partition()) < 1e-9
+
+
+def test_one_based_and_zero_based_files_of_the_same_network_agree():
+    a = spnkit.load(shared_file("spn/spnetworks/nltcs.spn"))               # 1-based, root first
+    b = spnkit.load(shared_file("spn/spnetworks/nltcs.pyspnformat.spn"))   # 0-based, root last
+    assert a.meta["format"] == "spnetworks" and b.meta["format"] == "pyspn"
+    X = np.random.default_rng(0).integers(-1, 2, size=(50, 16))
+    np.testing.assert_allclose(a.log_prob(X), b.log_prob(X), atol=1e-12)
+
+
+def test_categorical_leaves_by_hand():
+    # small.spn: 0.2 c5(X1) c7(X2) + 0.5 c5(X1) c8(X2) + 0.3 c6(X1) c8(X2), 1-based variables and values
+    spn = spnkit.load(shared_file("spn/spnetworks/small.spn"))
+    c5, c6, c7, c8 = [0.6, 0.4], [0.1, 0.9], [0.3, 0.7], [0.8, 0.2]
+    for x0 in range(2):
+        for x1 in range(2):
+            p = 0.2 * c5[x0] * c7[x1] + 0.5 * c5[x0] * c8[x1] + 0.3 * c6[x0] * c8[x1]
+            assert spn.log_prob(np.array([[x0, x1]]))[0] == pytest.approx(math.log(p), abs=1e-12)
+
+
+def test_a_byte_order_mark_is_not_content_and_binary_files_are_refused(tmp_path):
+    text = shared_file("spn/maxspn/nltcs.spn").read_text()
+    p = tmp_path / "bom.spn"
+    p.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert spnkit.load(p).n_nodes == spnkit.load(shared_file("spn/maxspn/nltcs.spn")).n_nodes
+    p.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(SPNFormatError, match=r"bom.spn: not a text file \(byte 128"):
+        spnkit.load(p)
+    p.write_bytes(b"(2 2)\n\x00\x00")
+    with pytest.raises(SPNFormatError, match="NUL bytes"):
+        spnkit.load(p)
+
+
+@pytest.mark.parametrize("text, err, what", [
+    # every node has a parent: the cycle is named, not "0 roots"
+    ("indicator 0 0 0\n* 1 0 2\n* 2 1\n", SPNStructureError, r"bad.spn: no root .* cycle node 1 \(line 2\) -> "
+     r"node 2 \(line 3\) -> node 1 \(line 2\)"),
+    # structure errors name the file's ids and lines, not array positions
+    ("indicator 10 0 0\nindicator 11 0 1\n* 12 10 11\n", SPNStructureError,
+     r"bad.spn: node 12 \(line 3\) \(product\): not decomposable: child 11 \(line 2\)"),
+    ("indicator 10 0 0\nindicator 11 1 1\n+ 12 10 0.5 11 0.5\n", SPNStructureError,
+     r"node 12 \(line 3\) \(sum\): not complete: child 11 \(line 2\)"),
+    ("# a comment\n+ 1 2 0.5 3 0.5\ncategorical 2 1 0.5 0.5\ncategorical 3 1 1.5 -0.5\n", SPNFormatError,
+     r"bad.spn:4: categorical probability = 1.5 for X0 = 0"),
+])
+def test_structure_messages_name_the_file_node_and_line(tmp_path, text, err, what):
+    p = tmp_path / "bad.spn"
+    p.write_text(text)
+    with pytest.raises(err, match=what):
+        spnkit.load(p)
+
+
+def test_maxspn_structure_errors_name_the_file_and_line(tmp_path):
+    p = tmp_path / "bad.spn"
+    p.write_text("(2)\nv 0 0\n\nv 0 1\n* 0 1\nEOF\n")
+    with pytest.raises(SPNStructureError, match=r"bad.spn: node 2 \(line 5\) \(product\): not decomposable: "
+                                                r"child 1 \(line 4\)"):
+        spnkit.load(p)
+
+
+def test_bernoulli_probability_out_of_range_is_named(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({"nodes": [{"id": 0, "class": "Bernoulli", "scope": [0], "params": {"p": 1.7}}],
+                             "links": []}))
+    with pytest.raises(SPNFormatError, match=r"node 0: Bernoulli p = 1.7; expected a probability in \[0, 1\]"):
+        spnkit.load(p)
+
+
+def test_unnormalised_weights_warn_once_and_normalize_keeps_the_distribution(tmp_path):
+    p = tmp_path / "w.spn"
+    p.write_text("+ 0 1 0.9 2 0.9\nindicator 1 0 0\nindicator 2 0 1\n")
+    with pytest.warns(spnkit.SPNWeightsWarning, match=r"1 of 1 sum nodes .* node 0 \(line 1\), 1.8.*normalize") as w:
+        spn = spnkit.load(p)
+    assert len(w) == 1 and not spn.is_normalized
+    r = spnkit.map(spn, spnkit.Query(1), method="bt")
+    assert r.note and "not a log-probability" in r.note and "note=" in repr(r)
+    assert spnkit.map_batch(spn, [spnkit.Query(1)]).attrs["note"] == r.note
+    n = spn.normalize()
+    assert n.is_normalized and spnkit.map(n, spnkit.Query(1)).note is None
+    np.testing.assert_allclose(np.exp(n.log_w), [0.5, 0.5])
+
+
+@settings(max_examples=30, deadline=None)
+@given(spn_seeds)
+def test_normalize_divides_every_value_by_z(seed):
+    base = random_spn(seed, n_vars=5, zero_weight_prob=0.0)
+    rng = np.random.default_rng(seed)
+    log_w = np.where(base.node_type[np.repeat(np.arange(base.n_nodes), np.diff(base.child_ptr))] == SUM,
+                     base.log_w + rng.normal(0, 1, base.n_edges), 0.0)
+    spn = spnkit.FlatSPN(base.node_type, base.child_ptr, base.children, log_w, base.leaf_var, base.leaf_val,
+                         base.cardinalities)
+    n = spn.normalize()
+    assert n.is_normalized and abs(n.log_partition()) < 1e-9
+    X = np.minimum(rng.integers(-1, 3, size=(20, 5)), spn.cardinalities - 1)
+    np.testing.assert_allclose(n.log_prob(X), spn.log_prob(X) - spn.log_partition(), atol=1e-9)
