@@ -24,7 +24,7 @@ import pandas as pd
 
 from .errors import QueryError
 from .flat_spn import FlatSPN
-from .map_api import map_batch
+from .map_api import is_int, map_batch
 from .protocol import BENCH_SETTINGS, protocol_queries, setting_name
 from .query import Query
 
@@ -63,7 +63,7 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
     if not spns:
         raise QueryError("compare needs at least one SPN")
     methods = _check_methods(spns, methods, timeout, opts)
-    if isinstance(group, bool) or not isinstance(group, int | np.integer) or group < 1:
+    if not is_int(group) or group < 1:
         raise QueryError(f"group={group!r}; expected an integer >= 1 (queries per map_batch call)")
     if queries is not None:
         kind = "given"
@@ -72,7 +72,7 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
                 if len(qs) == 0:
                     raise QueryError(f"queries[{name!r}][{setting!r}] is empty; give at least one query per setting")
     else:
-        if isinstance(n_queries, bool) or not isinstance(n_queries, int | np.integer) or n_queries < 1:
+        if not is_int(n_queries) or n_queries < 1:
             raise QueryError(f"n_queries={n_queries!r}; expected an integer >= 1 (queries per setting)")
         if isinstance(settings, str):
             settings = settings.split(",")
@@ -80,7 +80,7 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
             raise QueryError("settings is empty; give at least one Q:E:H setting, e.g. '5:2:3'")
         settings = [setting_name(s) for s in settings]          # a bad setting fails here, before any work
         kind, rows = _evidence_rows(spns, evidence)
-        queries = {name: {setting_name(s): protocol_queries(spn.cardinalities, s, n_queries, seed,
+        queries = {name: {s: protocol_queries(spn.cardinalities, s, n_queries, seed,
                                                             evidence_rows=rows.get(name))
                           for s in settings} for name, spn in spns.items()}
     missing = set(spns) - set(queries)

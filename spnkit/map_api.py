@@ -69,8 +69,8 @@ def _options(method: str, opts: dict) -> tuple:
     o = {**DEFAULTS, **opts}
     for name, least, most in _INT_OPTIONS:
         v = o[name]
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or not least <= v <= most:
-            kind = "" if isinstance(v, int | np.integer) and not isinstance(v, bool) else f" ({type(v).__name__})"
+        if not is_int(v) or not least <= v <= most:
+            kind = "" if is_int(v) else f" ({type(v).__name__})"
             raise QueryError(f"{name}={v!r}{kind}; expected an integer from {least:,} to {most:,}")
     timeout = o["timeout"]
     if timeout is None:
@@ -89,6 +89,12 @@ def _options(method: str, opts: dict) -> tuple:
 
 
 _OPTIONS_SEEN: dict = {}   # validated options by method (no options) or (method, *sorted options)
+
+
+def is_int(v) -> bool:
+    """An integer that is not a bool (numpy integers included; 2.0 is not)."""
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
 _INT_OPTIONS = (("k", 1, 1 << 40), ("beam", 1, 1 << 40), ("seed", 0, (1 << 63) - 1), ("max_rounds", 1, 1 << 62),
                 ("check_every", 1, 1 << 40), ("max_trace", 0, 1 << 40))     # (name, least, most): int64 throughout
 KBT_BYTES_PER_TREE = 24    # k_best.kbt_scratch: per node and edge of the network, per tree kept, per thread
@@ -146,7 +152,8 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
         raise QueryError(f"q is a {type(q).__name__}; expected spnkit.Query")
     if code == _BRUTE:
         _check_brute(method, int(np.count_nonzero(q.role == QUERY)))
-    _check_memory(code, kopts, spn, 1)
+    if code == _KBT:
+        _check_memory(code, kopts, spn, 1)
     exact_method = code in _EXACT_CODES
     trace, trace_bytes = _trace_buffer(max_trace) if exact_method else _NO_TRACE
     x = q.value.copy()       # int64 (n_vars,), writable (the kernel overwrites it); a wrong length fails its check

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import QueryError
+from .map_api import is_int
 from .query import Query
 
 #: Every setting the authors generate (final.go `GenerateQEH`: q = 1..9, e = 0.. while q + e <= 10), as
@@ -51,7 +52,7 @@ def protocol_queries(cardinalities, setting="5:2:3", count: int = 100, seed: int
     ``evidence_rows``: int array (rows, n_vars); when given, each query's evidence values come from one row
     drawn at random (uniformly) instead of uniformly over each variable's states.
     """
-    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
+    if not is_int(count) or count < 0:
         raise QueryError(f"count={count!r}; expected an integer >= 0 (queries to draw)")
     cards = np.asarray(cardinalities, dtype=np.int64)
     n = int(cards.shape[0])

@@ -47,9 +47,8 @@ class GraphBuilder:
             if not 0.0 <= p <= 1.0:
                 raise SPNFormatError(f"{self.source}{where}: {what} = {p!r} for X{var} = {x}; expected a "
                                      "probability in [0, 1]")
-        if var < 0:
-            raise SPNFormatError(f"{self.source}{where}: variable {var}; expected >= 0")
-        self.sum(nid, [self.shared_indicator(var, x) for x in range(len(probs))], probs, linear=True, where=where)
+        self.sum(nid, [self.shared_indicator(var, x, where) for x in range(len(probs))], probs, linear=True,
+                 where=where)
 
     def indicator(self, nid, var: int, val: int, where: str = "") -> None:
         if var < 0 or val < 0:
@@ -57,11 +56,11 @@ class GraphBuilder:
         self._new(nid, LEAF, where)
         self.leaf[nid] = (var, val)
 
-    def shared_indicator(self, var: int, val: int):
+    def shared_indicator(self, var: int, val: int, where: str = ""):
         key = (var, val)
         if key not in self._indicator_ids:
             nid = ("__indicator__", var, val)
-            self.indicator(nid, var, val)
+            self.indicator(nid, var, val, where)
             self._indicator_ids[key] = nid
         return self._indicator_ids[key]
 

@@ -17,6 +17,13 @@ from .conftest import shared_file
 from .random_spns import random_spn, spn_seeds
 
 
+def assert_load_fails(path, text: str, err, what: str, **kw) -> None:
+    """Write ``text`` to ``path``; loading it raises ``err`` matching ``what``."""
+    path.write_text(text)
+    with pytest.raises(err, match=what):
+        spnkit.load(path, **kw)
+
+
 def to_pyspn(spn) -> str:
     """Test-side writer: reversed ids (the reader must not rely on them), linear weights."""
     rid = {i: 10 * (spn.n_nodes - i) + 7 for i in range(spn.n_nodes)}
@@ -104,10 +111,7 @@ def test_categorical_spnetworks_file_loads():
     ("gaussian 0 0 0.0 1.0\n", SPNFormatError, "Gaussian"),
 ])
 def test_malformed_pyspn(tmp_path, text, err, what):
-    p = tmp_path / "bad.spn"
-    p.write_text(text)
-    with pytest.raises(err, match=what):
-        spnkit.load(p, format="pyspn")
+    assert_load_fails(tmp_path / "bad.spn", text, err, what, format="pyspn")
 
 
 def test_malformed_json(tmp_path):
@@ -204,10 +208,7 @@ def test_ac_writer_and_reader_agree_with_the_network(seed):
     ("(2)\nv 0 0\nx 1\nEOF\n", SPNFormatError, "unknown node kind 'x'"),
 ])
 def test_malformed_ac(tmp_path, text, err, what):
-    p = tmp_path / "bad.ac"
-    p.write_text(text)
-    with pytest.raises(err, match=what):
-        spnkit.load(p)
+    assert_load_fails(tmp_path / "bad.ac", text, err, what)
 
 
 def test_save_refuses_unknown_formats_and_leaves_no_file(tmp_path):
@@ -272,18 +273,12 @@ def test_a_byte_order_mark_is_not_content_and_binary_files_are_refused(tmp_path)
      r"bad.spn:4: categorical probability = 1.5 for X0 = 0"),
 ])
 def test_structure_messages_name_the_file_node_and_line(tmp_path, text, err, what):
-    p = tmp_path / "bad.spn"
-    p.write_text(text)
-    with pytest.raises(err, match=what):
-        spnkit.load(p)
+    assert_load_fails(tmp_path / "bad.spn", text, err, what)
 
 
 def test_maxspn_structure_errors_name_the_file_and_line(tmp_path):
-    p = tmp_path / "bad.spn"
-    p.write_text("(2)\nv 0 0\n\nv 0 1\n* 0 1\nEOF\n")
-    with pytest.raises(SPNStructureError, match=r"bad.spn: node 2 \(line 5\) \(product\): not decomposable: "
-                                                r"child 1 \(line 4\)"):
-        spnkit.load(p)
+    assert_load_fails(tmp_path / "bad.spn", "(2)\nv 0 0\n\nv 0 1\n* 0 1\nEOF\n", SPNStructureError,
+                      r"bad.spn: node 2 \(line 5\) \(product\): not decomposable: child 1 \(line 4\)")
 
 
 def test_bernoulli_probability_out_of_range_is_named(tmp_path):
