@@ -7,6 +7,7 @@ Importing spnkit never imports torch, transformers or vllm.
 from . import compare
 from .errors import (
     DataNotFoundError,
+    Interrupted,
     QueryError,
     SPNFormatError,
     SPNKitError,
@@ -23,5 +24,6 @@ __all__ = [
     "FlatSPN", "LEAF", "SUM", "PRODUCT", "load", "save", "map", "map_batch", "reduce", "compare", "Query", "QueryBatch",
     "MapResult",
     "SPNKitError", "SPNFormatError", "SPNStructureError", "QueryError", "DataNotFoundError", "SPNWeightsWarning",
+    "Interrupted",
 ]
 __version__ = "0.1.0"

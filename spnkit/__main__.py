@@ -58,11 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _map(args) -> None:
-    import numpy as np
+def _map(args) -> int:
+    import numba
 
     from . import io
-    from .map_api import map_batch
+    from .errors import Interrupted
+    from .map_api import _check_memory, _options, map_batch
     from .queryfiles import read_queries
 
     spn = io.load(args.model)
@@ -70,8 +71,16 @@ def _map(args) -> None:
     opts = {"k": args.k, "beam": args.beam, "seed": args.seed}
     if args.timeout is not None:
         opts["timeout"] = args.timeout
-    df = map_batch(spn, queries, method=args.method, **opts)
-    df["query_line"] = [q.to_line() if not np.any(q.value > 9) else "" for q in queries]
+    code, kopts, _ = _options(args.method, opts)        # a bad option is one error line, before the notice
+    _check_memory(code, kopts, spn, numba.get_num_threads())
+    interrupted = False
+    print(f"spnkit map: {len(queries)} queries, method {args.method} (Ctrl-C stops it and writes those finished)",
+          file=sys.stderr, flush=True)
+    try:
+        df = map_batch(spn, queries, method=args.method, **opts)
+    except Interrupted as e:                  # Ctrl-C: the queries that finished are written all the same
+        df, interrupted = e.partial, True
+    df["query_line"] = [queries[i].to_line() for i in df["query"]]
     df["assignment"] = [",".join(map(str, a)) for a in df["assignment"]]
     if args.out:
         df.to_csv(args.out, index=False)
@@ -79,6 +88,9 @@ def _map(args) -> None:
               f"{df['exact'].sum()} proven exact, {df['seconds'].sum():.3f} s of solver time -> {args.out}")
     else:
         df.to_csv(sys.stdout, index=False)
+    if interrupted:
+        print(f"spnkit: interrupted: {len(df)} of {len(queries)} queries finished (written)", file=sys.stderr)
+    return 130 if interrupted else 0
 
 
 def _read_rows(path: str):
@@ -113,7 +125,7 @@ def _model_names(paths: list[str]) -> dict[str, str]:
     return dict(zip(names, paths, strict=True))
 
 
-def _compare(args) -> None:
+def _compare(args) -> int:
     from . import io
     from .compare import battle, compare, summary
     from .errors import QueryError
@@ -142,19 +154,19 @@ def _compare(args) -> None:
     print("\nBATTLE (row beats column: finished, faster and better)\n" + b.to_string())
     print(f"\n{len(df)} rows -> {out}, {out.with_suffix('.summary.csv')}, {out.with_suffix('.battle.csv')}"
           + (" (interrupted: partial)" if df.attrs.get("interrupted") else ""))
+    return 130 if df.attrs.get("interrupted") else 0
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        (_map if args.command == "map" else _compare)(args)
+        return (_map if args.command == "map" else _compare)(args)
     except SPNKitError as e:
         print(f"spnkit: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"spnkit: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

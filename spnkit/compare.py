@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from .errors import QueryError
+from .errors import Interrupted, QueryError
 from .flat_spn import FlatSPN
 from .map_api import is_int, map_batch
 from .protocol import BENCH_SETTINGS, protocol_queries, setting_name
@@ -56,7 +56,7 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
       set of an SPN you learned.
 
     The ``evidence`` column says which ("uniform", "data", or "given" for ``queries`` you pass), and so do the
-    summaries. ``timeout`` applies per query to the exact methods and beam search; ``opts`` go to every solver
+    summaries. ``timeout`` applies per query to every method (see ``spnkit.map``); ``opts`` go to every solver
     (e.g. ``k=100``, ``beam=10``). Interrupting (Ctrl-C) returns the rows finished so far, with
     ``df.attrs["interrupted"] = True``.
     """
@@ -95,15 +95,23 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
         bar = tqdm(total=sum(min(group, len(queries[n][s]) - st) for n, s, _m, st in jobs), unit="query",
                    desc="spnkit.compare")
     frames, interrupted = [], False
+
+    def keep(df, name, setting, start):
+        df["query"] += start
+        df.insert(0, "setting", setting)
+        df.insert(0, "evidence", kind)
+        df.insert(0, "spn", name)
+        frames.append(df)
+
     try:
         for name, setting, method, start in jobs:
             qs = list(queries[name][setting])[start:start + group]
-            df = map_batch(spns[name], qs, method=method, **_run_opts(method, timeout, opts))
-            df["query"] += start
-            df.insert(0, "setting", setting)
-            df.insert(0, "evidence", kind)
-            df.insert(0, "spn", name)
-            frames.append(df)
+            try:
+                df = map_batch(spns[name], qs, method=method, **opts, timeout=timeout)
+            except Interrupted as e:            # the queries of this batch that finished are kept too
+                keep(e.partial, name, setting, start)
+                raise
+            keep(df, name, setting, start)
             if bar is not None:
                 bar.set_postfix_str(f"{name} {setting} {method}")
                 bar.update(len(qs))
@@ -116,11 +124,6 @@ def compare(spns: Mapping[str, FlatSPN], methods: Sequence[str] = ("bt", "ng", "
     out = out[COLUMNS + [c for c in out.columns if c not in COLUMNS]]
     out.attrs["interrupted"] = interrupted
     return out
-
-
-def _run_opts(method: str, timeout: float, opts: dict) -> dict:
-    """The options ``compare`` gives ``map_batch`` for ``method``: ``opts``, plus ``timeout`` where it applies."""
-    return {**opts, "timeout": timeout} if method.startswith("exact") or method == "bs" else dict(opts)
 
 
 def _check_methods(spns: Mapping[str, FlatSPN], methods, timeout, opts) -> list[str]:
@@ -136,9 +139,8 @@ def _check_methods(spns: Mapping[str, FlatSPN], methods, timeout, opts) -> list[
     dup = sorted({m for m in methods if methods.count(m) > 1})
     if dup:
         raise QueryError(f"methods {dup} are listed more than once")
-    _options("exact", {"timeout": timeout})           # checked even when no method listed uses it
     for m in methods:
-        code, kopts, _ = _options(m, _run_opts(m, timeout, opts))
+        code, kopts, _ = _options(m, {**opts, "timeout": timeout})
         for spn in spns.values():
             _check_memory(code, kopts, spn, numba.get_num_threads())
     return methods

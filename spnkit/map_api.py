@@ -15,9 +15,10 @@ import pandas as pd
 from .assignments import AssignmentArray
 from .errors import QueryError
 from .flat_spn import FlatSPN
+from .interrupt import raise_interrupted, run_batch_kernel
 from .kernels.clock import deadline_ticks, ticks_per_second
 from .kernels.reduce import reduce_to_max
-from .kernels.solve import BAD_QUERY, EXACT_METHODS, METHOD_CODES, solve_batch
+from .kernels.solve import BAD_QUERY, INTERRUPTED, METHOD_CODES, NOT_RUN, TIMED_OUT, solve_batch
 from .query import QUERY, Query, QueryBatch, stack_queries
 from .solvers.base import MapResult
 
@@ -136,8 +137,10 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
     ``"exact"`` (FCOS started from max-product's answer) and ``"brute"`` (enumeration; at most 25 query
     variables).
 
-    Options: ``timeout`` seconds (exact methods return the incumbent with ``exact=False`` and an upper bound;
-    ``bs`` stops climbing), ``seed`` (``bs``), ``k`` (``kbt``), ``beam`` and ``max_rounds`` (``bs``),
+    Options: ``timeout`` seconds, honoured by every method but the linear ``bt``/``ng``: the answer is then the
+    best met so far, ``timed_out`` in ``stats`` (the exact methods return their incumbent with ``exact=False`` and
+    an upper bound; ``brute`` the best assignment enumerated; ``bs`` stops climbing; ``amap`` and ``kbt`` finish
+    the nodes left as max-product does), ``seed`` (``bs``), ``k`` (``kbt``), ``beam`` and ``max_rounds`` (``bs``),
     ``check_every`` (search nodes between clock checks) and ``max_trace`` (rows of the exact solvers' anytime
     trace, ``result.trace``).
 
@@ -145,6 +148,9 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
     Ties: ``bt``/``ng``/``amap``/``kbt`` take the first child (the earlier tree) on ties; ``brute`` keeps the
     first maximum in mixed-radix order (last query variable fastest); the exact searches keep the first optimum
     they meet.
+
+    Ctrl-C stops the solve within milliseconds (at the solver's next check point) and raises
+    :class:`~spnkit.Interrupted` (a ``KeyboardInterrupt``) whose ``partial`` is the best answer met so far.
     """
     t0 = time.perf_counter()
     code, kopts, max_trace = _options(method, opts)
@@ -164,9 +170,12 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
         _raise_for(status, q, spn)
     res = MapResult(x, lv, exact, None if ub != ub else ub, time.perf_counter() - t0, method, stats,
                     bytes(trace_bytes[:n_trace * _ROW_BYTES]) if exact_method else None, STAT_NAMES,
-                    code in _PROVING_CODES and not exact, 1.0 / ticks_per_second(), ticks)
+                    status == TIMED_OUT, 1.0 / ticks_per_second(), ticks)
     if not spn.is_normalized:
         res.note = UNNORMALIZED_NOTE
+    if status == INTERRUPTED:
+        raise_interrupted(f"spnkit.map({method!r}) interrupted after {res.seconds:.3g} s; e.partial holds the best "
+                          f"answer met so far (log value {lv:.6g}, not proven optimal)", res)
     return res
 
 
@@ -194,7 +203,6 @@ _TRACES: dict = {}
 
 
 _EXACT_CODES = frozenset(METHOD_CODES[m] for m in METHOD_CODES if m.startswith("exact"))   # they write a trace
-_PROVING_CODES = frozenset(METHOD_CODES[m] for m in EXACT_METHODS)    # not exact = timed out (brute included)
 _BRUTE = METHOD_CODES["brute"]
 _KBT = METHOD_CODES["kbt"]
 
@@ -228,6 +236,9 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
     Each row equals what ``spnkit.map`` returns for that query alone, but for a search that shared subtrees: the
     same optimum, but on tied optima possibly another assignment, and its counters summed over the threads
     (``max_depth``: the deepest of their stacks); out of time, it has explored more than a single thread would.
+
+    Ctrl-C stops every thread within milliseconds and raises :class:`~spnkit.Interrupted` (a
+    ``KeyboardInterrupt``); its ``partial`` is this frame for the queries that finished (``spnkit.interrupt``).
     """
     code, kopts, _ = _options(method, opts)
     nv = spn.n_vars
@@ -246,8 +257,8 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
     if method == "brute":
         _check_brute(method, int((roles == QUERY).sum(axis=1).max()))
     _check_memory(code, kopts, spn, numba.get_num_threads())
-    status, xs, lvs, exact, ubs, stats, secs = solve_batch(spn.kernel_net, roles, values, kopts,
-                                                           numba.get_num_threads())
+    (status, xs, lvs, exact, ubs, stats, secs), ctrl_c = run_batch_kernel(
+        solve_batch, (spn.kernel_net, roles, values, kopts, numba.get_num_threads()))
     bad = np.flatnonzero(status < 0)
     if bad.size:
         i = int(bad[0])
@@ -258,11 +269,16 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
     df = pd.DataFrame({
         "query": np.arange(m), "method": pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), [method]),
         "log_value": lvs, "exact": exact, "upper_bound": ubs,
-        "timed_out": (~exact) if method in EXACT_METHODS else np.zeros(m, dtype=bool),
+        "timed_out": status == TIMED_OUT,
         "seconds": secs / ticks_per_second(),
         "assignment": AssignmentArray(xs),   # the kernel's (m, n_vars) array as it is, a row read as a view
         **{name: stats[:, j] for j, name in enumerate(STAT_NAMES)},
     }, copy=False)
     if not spn.is_normalized:
         df.attrs["note"] = UNNORMALIZED_NOTE
+    cut = (status == INTERRUPTED) | (status == NOT_RUN)
+    if ctrl_c or cut.any():
+        done = df[~cut]
+        raise_interrupted(f"spnkit.map_batch({method!r}) interrupted: {len(done)} of {m} queries finished; "
+                          "e.partial holds them (their 'query' numbers as in the full frame)", done)
     return df

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .clock import now
+from .clock import expired
 from .derivative import derivatives
 from .passes import log_value
 
@@ -84,8 +84,9 @@ def _top_unique(cand, score, n_cand, B, out, out_score):
 
 @nb.njit(cache=True)
 def beam_search(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, B, seed, max_rounds, deadline):
-    """Returns ``(best x, its log value, rounds run)``; stops after ``max_rounds`` or once ``deadline`` (a
-    ``clock.now()`` tick count) has passed."""
+    """Returns ``(best x, its log value, rounds run, cut)``; stops after ``max_rounds``, or, with ``cut``, once
+    ``deadline`` (a ``clock.now()`` tick count) has passed or kernels were asked to stop (``clock.expired``,
+    checked before each beam entry's derivative pass): the best assignment met so far."""
     nv = cards.shape[0]
     max_card = 1
     for v in range(nv):
@@ -106,10 +107,14 @@ def beam_search(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
     cand = np.empty((max(cap, 1), nv), dtype=np.int64)
     c_score = np.empty(max(cap, 1))
     rounds = 0
-    while rounds < max_rounds and now() <= deadline:
+    cut = False
+    while rounds < max_rounds and not cut:
         rounds += 1
         nc = 0
         for e in range(nb_):
+            if expired(deadline):
+                cut = True
+                break
             d = derivatives(node_type, child_ptr, children, log_w, leaf_var, leaf_val, beam[e], max_card, val, dr)
             for v in range(nv):
                 for k in range(cards[v]):
@@ -118,10 +123,10 @@ def beam_search(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
                         cand[nc, v] = k
                         c_score[nc] = d[v, k]
                         nc += 1
-        if nc == 0:
+        if nc == 0:            # (a cut round still offers the neighbours it scored)
             break
         nb_ = _top_unique(cand, c_score, nc, B, beam, b_score)
         if b_score[0] > best:
             best = b_score[0]
             best_x = beam[0].copy()
-    return best_x, best, rounds
+    return best_x, best, rounds, cut

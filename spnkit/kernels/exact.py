@@ -31,7 +31,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .clock import now
+from .clock import now, stop_requested
 from .coop import offer
 from .derivative import derivatives_mask_scaled
 from .passes import log_value_mask_fast
@@ -259,7 +259,7 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
 
     ``init_x``/``init_val``: the initial incumbent (``init_val = -inf`` for none, the authors' protocol).
     ``deadline``: a ``clock.now()`` tick count (``clock.NEVER`` for none), checked every ``check_every``
-    expansions. ``fscr``, ``iscr``, ``bscr``, ``tscr``: buffers of at least ``bb_scratch_size(n_cap, m_cap,
+    expansions, together with the stop word (``clock.stop_requested``: Ctrl-C). ``fscr``, ``iscr``, ``bscr``, ``tscr``: buffers of at least ``bb_scratch_size(n_cap, m_cap,
     n_vars, max card)``, with ``n_cap``/``m_cap`` at least the network's node/edge counts. The network is copied
     into the buffers' arena as level 0; FCOS's staged networks are stacked after it.
 
@@ -411,7 +411,7 @@ def search_network(node_type, child_ptr, children, log_w, leaf_var, leaf_val, ca
                 last_t = t - t0
                 last_ub = ub
                 n_trace = _record(trace, n_trace, last_t, best, ub)
-            if t > deadline:
+            if t > deadline or stop_requested():
                 timed_out = True
                 break
             if coop is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .clock import expired
 from .passes import log_value
 
 
@@ -76,9 +77,11 @@ def kbt_scratch(n, n_e, K):
 
 
 @nb.njit(cache=True)
-def k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr):
-    """Upward K-best pass. Returns ``(val, cnt, src_e, src_k, fl, fr)`` (see the module docstring), views of
-    ``fscr``/``iscr`` (``kbt_scratch``) when they are large enough, else of new arrays."""
+def k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr, deadline):
+    """Upward K-best pass. Returns ``(val, cnt, src_e, src_k, fl, fr, cut)`` (see the module docstring), views of
+    ``fscr``/``iscr`` (``kbt_scratch``) when they are large enough, else of new arrays. Once ``deadline`` passes
+    or kernels are asked to stop (``clock.expired``, every 64 nodes), ``cut`` is set and the nodes left keep one
+    tree each (max-product's), so that the root still has trees to decode."""
     n = node_type.shape[0]
     n_e = children.shape[0]
     nf = (n + n_e) * K
@@ -106,7 +109,10 @@ def k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr):
     ha = np.empty(cap, dtype=np.int64)
     hb = np.empty(cap, dtype=np.int64)
     prev = np.empty(K)
+    keep = K                                       # trees kept per node: 1 once cut
     for i in range(n):
+        if keep > 1 and (i & 63) == 0 and expired(deadline):
+            keep = 1
         t = node_type[i]
         a, b = child_ptr[i], child_ptr[i + 1]
         if t == 0:
@@ -119,7 +125,7 @@ def k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr):
                 if cnt[c] > 0:
                     size = _push(hv, ha, hb, size, log_w[j] + val[c, 0], j, 0)
             m = 0
-            while size > 0 and m < K:
+            while size > 0 and m < keep:
                 v, j, k, size = _pop(hv, ha, hb, size)
                 val[i, m], src_e[i, m], src_k[i, m] = v, j, k
                 m += 1
@@ -135,7 +141,7 @@ def k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr):
                 m = 0
                 if n_prev > 0 and cnt[c] > 0:
                     size = _push(hv, ha, hb, 0, prev[0] + val[c, 0], 0, 0)
-                    while size > 0 and m < K:
+                    while size > 0 and m < keep:
                         v, x, y, size = _pop(hv, ha, hb, size)
                         fval[e, m], fl[e, m], fr[e, m] = v, x, y
                         m += 1
@@ -148,7 +154,7 @@ def k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr):
                 prev[:m] = fval[e, :m]
             cnt[i] = n_prev
             val[i, :n_prev] = prev[:n_prev]
-    return val, cnt, src_e, src_k, fl, fr
+    return val, cnt, src_e, src_k, fl, fr, keep < K
 
 
 @nb.njit(cache=True)
@@ -181,18 +187,25 @@ def decode(node_type, child_ptr, children, leaf_var, leaf_val, src_e, src_k, fl,
 
 
 @nb.njit(cache=True)
-def k_best_tree_map(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_vars, K, fscr, iscr):
-    """KBT: ``(best x, its exact log value, number of trees decoded)``; ties keep the earlier tree. ``fscr``,
-    ``iscr``: ``kbt_scratch`` buffers to work in (empty ones: new arrays)."""
-    val, cnt, src_e, src_k, fl, fr = k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr)
+def k_best_tree_map(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_vars, K, fscr, iscr, deadline):
+    """KBT: ``(best x, its exact log value, number of trees decoded, cut)``; ties keep the earlier tree. ``fscr``,
+    ``iscr``: ``kbt_scratch`` buffers to work in (empty ones: new arrays). ``deadline``: as ``k_best_trees``;
+    decoding then stops too (after the first tree), and ``cut`` says the answer is the best met so far."""
+    val, cnt, src_e, src_k, fl, fr, cut = k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr,
+                                                       deadline)
     root = node_type.shape[0] - 1
     buf = np.empty(node_type.shape[0])
     best_x = np.zeros(n_vars, dtype=np.int64)
     best = -np.inf
+    n_done = 0
     for entry in range(cnt[root]):
+        if entry > 0 and expired(deadline):
+            cut = True
+            break
+        n_done += 1
         x = decode(node_type, child_ptr, children, leaf_var, leaf_val, src_e, src_k, fl, fr, entry, n_vars)
         v = log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x, buf)
         if v > best or entry == 0:
             best = v
             best_x = x
-    return best_x, best, cnt[root]
+    return best_x, best, n_done, cut

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .clock import expired
 from .passes import linear_weights_safe, log_value, log_value_mask_fast, node_value
 from .scaled import E_ZERO, pow2
 
@@ -121,6 +122,7 @@ def normalized_greedy(node_type, child_ptr, children, log_w, leaf_var, leaf_val,
     return descend(node_type, child_ptr, children, log_w, leaf_var, leaf_val, z, n_vars)
 
 
+BRUTE_CHECK = 256       # brute force looks at its deadline (and the stop word) every this many assignments
 BRUTE_CAP = 1 << 62      # enumeration sizes are counted up to here (beyond it no enumeration would end anyway)
 
 
@@ -140,11 +142,11 @@ def enumeration_size(cards):
 
 
 @nb.njit(cache=True)
-def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards):
-    """Enumerate every assignment (mixed radix, last variable fastest); return ``(best_x, best_log_value)``.
+def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards, deadline):
+    """Enumerate every assignment (mixed radix, last variable fastest); return ``(best_x, best_log_value, cut)``.
 
     Each assignment is evaluated by the linear fast path when it stays in range, else in the log domain.
-    Tie rule: the first maximum in that order.
+    Tie rule: the first maximum in that order. ``deadline``: as ``brute_range``.
     """
     nv = cards.shape[0]
     K = 1
@@ -152,11 +154,11 @@ def brute_force(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cards
         K = max(K, cards[v])
     W = np.exp(log_w)
     x = np.zeros(nv, dtype=np.int64)
-    best, at = brute_range(node_type, child_ptr, children, log_w, W, linear_weights_safe(W, log_w), leaf_var,
-                           leaf_val, cards, 0, enumeration_size(cards), np.zeros((nv, K), dtype=np.bool_), x,
-                           np.empty(node_type.shape[0]))
+    best, at, cut = brute_range(node_type, child_ptr, children, log_w, W, linear_weights_safe(W, log_w), leaf_var,
+                                leaf_val, cards, 0, enumeration_size(cards), np.zeros((nv, K), dtype=np.bool_), x,
+                                np.empty(node_type.shape[0]), deadline)
     assignment_at(cards, at, x)
-    return x, best
+    return x, best, cut
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -168,11 +170,13 @@ def assignment_at(cards, index, x):
 
 
 @nb.njit(cache=True, _nrt=False)
-def brute_range(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, cards, lo, hi, mask, x, buf):
-    """The best of assignments ``lo`` ... ``hi - 1`` in mixed-radix order: ``(log value, index)``, the first
+def brute_range(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, cards, lo, hi, mask, x, buf,
+                deadline):
+    """The best of assignments ``lo`` ... ``hi - 1`` in mixed-radix order: ``(log value, index, cut)``, the first
     maximum (index ``lo`` when all are -inf). ``mask`` (bool, (n_vars, max card)), ``x`` (int64, (n_vars,)) and
     ``buf`` (float64, (n_nodes,)) are scratch. ``map_batch`` splits a long enumeration into ranges over its
-    threads."""
+    threads. Every ``BRUTE_CHECK`` assignments ``clock.expired(deadline)`` is asked; if so, ``cut`` and the best
+    so far."""
     nv = cards.shape[0]
     assignment_at(cards, lo, x)
     for v in range(nv):
@@ -181,6 +185,8 @@ def brute_range(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
         mask[v, x[v]] = True
     best, at = -np.inf, lo
     for i in range(lo, hi):
+        if (i - lo) % BRUTE_CHECK == BRUTE_CHECK - 1 and expired(deadline):
+            return best, at, True
         v = log_value_mask_fast(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, mask, buf)
         if v > best:
             best, at = v, i
@@ -194,7 +200,7 @@ def brute_range(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
             x[k] = 0
             mask[k, 0] = True
             k -= 1
-    return best, at
+    return best, at, False
 
 
 @nb.njit(cache=True)
@@ -255,8 +261,8 @@ def _candidate_into(node_type, child_ptr, children, leaf_var, leaf_val, chosen, 
 
 
 @nb.njit(cache=True)
-def argmax_product(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_vars):
-    """AMAP, ArgMax-Product (Conaty, Mauá & de Campos 2017): ``(x, n_evaluations)``.
+def argmax_product(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_vars, deadline):
+    """AMAP, ArgMax-Product (Conaty, Mauá & de Campos 2017): ``(x, n_evaluations, cut)``.
 
     Upward, each node gets a candidate assignment of its scope: a leaf its own value, a product the union of
     its children's, a sum the child candidate under which the sum node itself is largest. That value needs
@@ -264,6 +270,15 @@ def argmax_product(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_
     still quadratic in the worst case. A candidate is kept as the child each sum chose, and written out (a
     descent, no longer than the evaluation it feeds) when it is evaluated: a table of every node's candidate
     was nodes x variables, ~37 MB per query on ``ad``. Tie rule: the first child. Unreached variables stay 0.
+
+    Cost: each sum node evaluates its whole sub-network once per child, so the total is the sum over sum nodes of
+    children x sub-network size: O(nodes x depth), quadratic on a deep chain. Nothing is shared between those
+    evaluations: each is at a different candidate, and a sibling's value at it needs the sibling's whole
+    sub-network (a node's value at its *own* candidate is known, but it is one term of the sum).
+
+    ``deadline``: before each sum node ``clock.expired(deadline)`` is asked; once it is, ``cut`` is set and the sum
+    nodes left choose as max-product does (the child of largest weight x best-tree value), so that the answer is
+    an assignment all the same.
     """
     n = node_type.shape[0]
     chosen = np.empty(n, dtype=np.int64)
@@ -274,10 +289,21 @@ def argmax_product(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_
     sub = np.empty(n, dtype=np.int64)
     written = np.empty(n, dtype=np.int64)
     evals = 0
+    cut = False
     for i in range(n):
         if node_type[i] != 1:
             continue
         a, b = child_ptr[i], child_ptr[i + 1]
+        if not cut and expired(deadline):
+            cut = True
+            max_product_pass(node_type, child_ptr, children, log_w, buf)
+        if cut:
+            bj = a
+            for j in range(a + 1, b):
+                if log_w[j] + buf[children[j]] > log_w[bj] + buf[children[bj]]:
+                    bj = j
+            chosen[i] = children[bj]
+            continue
         n_sub = _sub_dag(node_type, child_ptr, children, i, mark, stack, sub)
         best = -np.inf
         bj = a
@@ -296,4 +322,4 @@ def argmax_product(node_type, child_ptr, children, log_w, leaf_var, leaf_val, n_
     for v in range(n_vars):
         if x[v] < 0:
             x[v] = 0
-    return x, evals
+    return x, evals, cut

@@ -16,7 +16,7 @@ import numpy as np
 from numba.core import types
 
 from .beam import beam_search
-from .clock import now
+from .clock import RUN, now, stop_word
 from .coop import BUSY, IDLE, make_coop, merge, release, take
 from .exact import FCOS, _layout, _max_card, bb_scratch_size, search_network
 from .k_best import k_best_tree_map, kbt_scratch
@@ -54,6 +54,15 @@ N_STATS = 7         # expansions, passes, stagings, max depth, staged nodes, red
 NO_QUERY_IN_SCOPE = -1
 BRUTE_SPLIT = 4096  # map_batch splits a brute-force query over its threads from this many assignments on
 BAD_QUERY = -2      # wrong length, an evidence value out of range or no query variable (Query.check says which)
+TIMED_OUT = 1       # the deadline came first: the row holds the best answer met so far
+INTERRUPTED = 2     # kernels were asked to stop (clock.request_stop, Ctrl-C): the best answer met so far
+NOT_RUN = 3         # (solve_batch) the stop came before this row began
+
+
+@nb.njit(cache=True, _nrt=False, inline="always")
+def _cut_status():
+    """The status of a query its solver cut short: ``INTERRUPTED`` when asked to stop, else ``TIMED_OUT``."""
+    return INTERRUPTED if stop_word() != RUN else TIMED_OUT
 
 
 @nb.njit(cache=True, inline="always")
@@ -265,8 +274,7 @@ def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_
                  u, ue, flags, scaled)
     if exact:
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
-    return 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
-
+    return 0 if exact else _cut_status(), lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
 
 
 @nb.njit(cache=True, _nrt=True)     # it allocates: counted even when called from _exact_one
@@ -400,24 +408,25 @@ def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_v
     exact = False
     ub = np.nan
     n_trace = 0
+    deadline = t0 + timeout_ticks
     if method == AMAP:
-        xq, evals = argmax_product(t, ptr, ch, w, var, val, nq)
+        xq, evals, cut = argmax_product(t, ptr, ch, w, var, val, nq, deadline)
         stats[1] = evals
     elif method == BS:
-        xq, _, rounds = beam_search(t, ptr, ch, w, var, val, rcards, beam, seed, max_rounds, t0 + timeout_ticks)
+        xq, _, rounds, cut = beam_search(t, ptr, ch, w, var, val, rcards, beam, seed, max_rounds, deadline)
         stats[0] = rounds
     elif method == KBT:
-        xq, _, n_trees = k_best_tree_map(t, ptr, ch, w, var, val, nq, k, kbt_f, kbt_i)
+        xq, _, n_trees, cut = k_best_tree_map(t, ptr, ch, w, var, val, nq, k, kbt_f, kbt_i, deadline)
         stats[0] = n_trees
     else:                      # BRUTE
-        xq, best = brute_force(t, ptr, ch, w, var, val, rcards)
-        exact = True
-        ub = best
+        xq, best, cut = brute_force(t, ptr, ch, w, var, val, rcards, deadline)
+        exact = not cut
+        ub = best if exact else np.nan
     lv = _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars, xq,
                  u, ue, flags, scaled)
     if exact:
         ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
-    return 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
+    return _cut_status() if cut else 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -434,6 +443,8 @@ def _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, l
     for r in range(start, stop):
         if split[r]:
             continue
+        if stop_word() != RUN:          # asked to stop: the rows left stay NOT_RUN
+            return
         if method == BT or method == NG:
             s, lv, ex, ub, st, _n, sec = _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
                                                      leaf_val, plan, cards, roles[r], values[r], method == BT, xs[r],
@@ -482,11 +493,11 @@ def _split_prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, l
 
 
 @nb.njit(cache=True, _nrt=False)
-def _split_range(fbuf, ibuf, kept, tbuf, n, m, nv, nq, total, n_e, Wr, lin, lo, hi, mask, x, buf):
+def _split_range(fbuf, ibuf, kept, tbuf, n, m, nv, nq, total, n_e, Wr, lin, lo, hi, mask, x, buf, deadline):
     """``maxprod.brute_range`` over assignments ``lo:hi`` of the query ``_split_prepare`` reduced."""
     _, _, _, _, _, _, _, rcards, _, _, red_t, red_i, red_f, _ = _views(n, m, nv, fbuf, ibuf, kept, tbuf)
     t, ptr, ch, w, var, val = reduced_views(red_t, red_i, red_f, n, total, n_e)
-    return brute_range(t, ptr, ch, w, Wr[:n_e], lin, var, val, rcards[:nq], lo, hi, mask, x, buf)
+    return brute_range(t, ptr, ch, w, Wr[:n_e], lin, var, val, rcards[:nq], lo, hi, mask, x, buf, deadline)
 
 
 @nb.njit(cache=True, _nrt=False)
@@ -508,12 +519,14 @@ def _split_stats(n, m, nv, fbuf, ibuf, kept, tbuf, out):
         out[j] = st[j]
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def solve_batch(net, roles, values, opts, workers):
     """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows on
     ``workers`` threads (``numba.get_num_threads()``, given by the caller: read in here, it keeps the kernel out
     of numba's cache). When a row does not fit the network (``BAD_QUERY``), none is solved and only ``status``
-    is meaningful."""
+    is meaningful. Without the GIL, so that ``map_batch`` can run it in a helper thread and keep the main thread
+    free for Ctrl-C; once kernels are asked to stop (``clock.request_stop``) no worker starts another row (they
+    stay ``NOT_RUN``) and the rows running end at their next check point (``INTERRUPTED``)."""
     node_type, child_ptr, children, log_w, W, lin_ok = net.node_type, net.child_ptr, net.children, net.log_w, net.W, \
         net.lin_ok
     leaf_var, leaf_val, cards = net.leaf_var, net.leaf_val, net.cards
@@ -533,7 +546,7 @@ def solve_batch(net, roles, values, opts, workers):
     n_bad = 0
     for r in nb.prange(m):          # every query is checked before any is solved: a bad last query must not
         fits = _fits(cards, roles[r], values[r])       # wait for the others (numba reduces n_bad over threads)
-        status[r] = 0 if fits else BAD_QUERY
+        status[r] = NOT_RUN if fits else BAD_QUERY
         n_bad += 0 if fits else 1
     if n_bad > 0:
         return status, xs, lvs, exact, ubs, stats, secs
@@ -560,7 +573,7 @@ def solve_batch(net, roles, values, opts, workers):
         kbt_f, kbt_i = kbt_scratch(n + 1, children.shape[0] + 1, k) if method == KBT else kbt_scratch(0, 0, 0)
         hf, hi, hk, ht = scratch(n, children.shape[0], nv, K) if searches else scratch(0, 0, 0, 1)
         helper = (roles, values, hf, hi, hk, ht, np.empty(nv, dtype=np.int64), no_trace)
-        while True:
+        while stop_word() == RUN:
             start, stop = claim(counter, m, workers)
             if start >= m:
                 break
@@ -577,8 +590,9 @@ def solve_batch(net, roles, values, opts, workers):
         Wr = np.empty(children.shape[0] + 1)
         best = np.empty(workers)
         at = np.zeros(workers, dtype=np.int64)
+        cuts = np.zeros(workers, dtype=np.bool_)
         for r in range(m):
-            if not split[r]:
+            if not split[r] or stop_word() != RUN:
                 continue
             t0 = now()
             s, nq, total, n_e, scaled, lin, size, K = _split_prepare(
@@ -589,9 +603,10 @@ def solve_batch(net, roles, values, opts, workers):
                 chunk = (size + workers - 1) // workers
                 for c in nb.prange(workers):
                     lo = min(size, c * chunk)
-                    best[c], at[c] = _split_range(fbuf, ibuf, kept, tbuf, n, children.shape[0], nv, nq, total, n_e, Wr,
-                                                  lin, lo, min(size, lo + chunk), np.zeros((nq, K), dtype=np.bool_),
-                                                  np.zeros(nq, dtype=np.int64), np.empty(total))
+                    best[c], at[c], cuts[c] = _split_range(
+                        fbuf, ibuf, kept, tbuf, n, children.shape[0], nv, nq, total, n_e, Wr, lin, lo,
+                        min(size, lo + chunk), np.zeros((nq, K), dtype=np.bool_), np.zeros(nq, dtype=np.int64),
+                        np.empty(total), t0 + timeout_ticks)
                 b = 0
                 for c in range(1, workers):      # the first maximum in enumeration order, as brute_force
                     if best[c] > best[b]:
@@ -599,7 +614,10 @@ def solve_batch(net, roles, values, opts, workers):
                 lv = _split_finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, roles[r],
                                    values[r], xs[r], fbuf, ibuf, kept, tbuf, nq, at[b] if best[b] > -np.inf else 0,
                                    scaled)
-                lvs[r], ubs[r], exact[r] = lv, max(best[b], lv), True
+                cut = cuts.any()
+                lvs[r], ubs[r], exact[r] = lv, np.nan if cut else max(best[b], lv), not cut
+                if cut:
+                    s = _cut_status()
             status[r] = s
             _split_stats(n, children.shape[0], nv, fbuf, ibuf, kept, tbuf, stats[r])
             secs[r] = now() - t0
