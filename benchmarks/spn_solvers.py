@@ -46,7 +46,7 @@ from _report import report
 
 import spnkit
 from spnkit.datasets import BENCHMARK_SPNS, data_path
-from spnkit.kernels.solve import solve_batch, solve_query
+from spnkit.kernels.solve import batch_linear, query_linear
 from spnkit.protocol import BENCH_SETTINGS, protocol_queries, setting_name
 
 HERE = Path(__file__).resolve().parent
@@ -172,8 +172,8 @@ def bench_cell(spn, queries, method, opts, budget, rounds, long_rounds=1):
 def first_calls(spn, q) -> pd.DataFrame:
     """First call of each kernel in this process (numba cache load or compile), and whether it hit the cache."""
     rows = []
-    for name, fn, call in (("spnkit.map", solve_query, lambda: spnkit.map(spn, q, "bt")),
-                           ("spnkit.map_batch", solve_batch, lambda: spnkit.map_batch(spn, [q], "bt"))):
+    for name, fn, call in (("spnkit.map", query_linear, lambda: spnkit.map(spn, q, "bt")),
+                           ("spnkit.map_batch", batch_linear, lambda: spnkit.map_batch(spn, [q], "bt"))):
         t0 = time.perf_counter()
         call()
         rows.append({"kernel": name, "first_call_s": round(time.perf_counter() - t0, 2),

@@ -63,6 +63,12 @@ class FlatSPN:
         if validate:
             self._validate()
 
+    def __reduce__(self):
+        """Pickled as its arrays and ``meta``, not what it computed and compiled on first use (``kernel_net`` is
+        process-local): ``spnkit.cluster`` ships networks to Dask workers this way."""
+        return _restore, (self.node_type, self.child_ptr, self.children, self.log_w, self.leaf_var, self.leaf_val,
+                          self.cardinalities, self.meta)
+
     # -- sizes -------------------------------------------------------------------------------------
     @property
     def n_nodes(self) -> int:
@@ -133,11 +139,27 @@ class FlatSPN:
                         *scratch(self.n_nodes, self.n_edges, self.n_vars, int(self.cardinalities.max(initial=1))))
 
     @functools.cached_property
-    def query_entry(self):
-        """``kernels.solve.query_entry`` for this network: ``spnkit.map``'s kernel without per-call typing."""
-        from .kernels.solve import query_entry
+    def kernel_arrays(self) -> tuple:
+        """The arrays of ``kernel_net`` but its scratch, as the tuple ``map_batch``'s workers take:
+        ``(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, map_plan, cardinalities)``."""
+        W, lin_ok = self.linear_weights
+        return (self.node_type, self.child_ptr, self.children, self.log_w, W, lin_ok, self.leaf_var, self.leaf_val,
+                self.map_plan, self.cardinalities)
 
-        return query_entry(self.kernel_net)
+    def query_entry(self, method: int):
+        """``kernels.solve.query_entry`` for this network and method code: ``spnkit.map``'s kernel without
+        per-call typing (looked up once per method family)."""
+        try:
+            return self._query_entries[method]
+        except KeyError:
+            from .kernels.solve import query_entry
+
+            self._query_entries[method] = fn = query_entry(self.kernel_net, method)
+            return fn
+
+    @functools.cached_property
+    def _query_entries(self) -> dict:
+        return {}
 
     # -- inference -----------------------------------------------------------------------------------
     def log_prob(self, X) -> np.ndarray:
@@ -291,3 +313,9 @@ def _structure_message(spn: FlatSPN, code: int, node: int, extra: int) -> str:
         return (f"{where} has no parent but is not the root ({spn.node_label(spn.n_nodes - 1)}); an SPN has "
                 "exactly one root")
     return f"{where}: structure check failed with code {code}"
+
+
+def _restore(node_type, child_ptr, children, log_w, leaf_var, leaf_val, cardinalities, meta) -> FlatSPN:
+    """``FlatSPN.__reduce__``'s inverse: the arrays were validated when the network was first made."""
+    return FlatSPN(node_type=node_type, child_ptr=child_ptr, children=children, log_w=log_w, leaf_var=leaf_var,
+                   leaf_val=leaf_val, cardinalities=cardinalities, meta=meta, validate=False)

@@ -5,14 +5,15 @@ signal handlers itself (``kernels.clock.expired``). When Ctrl-C's ``KeyboardInte
 kernel stops with its best answer so far and :func:`raise_interrupted` raises it as :class:`~spnkit.Interrupted`
 carrying that answer.
 
-``spnkit.map_batch``'s kernel runs on all cores without the GIL. Called from the main thread (a notebook cell, a
-script), it runs on :data:`KERNEL_THREAD` while the main thread waits on an event, where Python delivers Ctrl-C at
-once; the main thread then sets the kernels' stop word (``clock.request_stop``): no worker starts another query,
-the queries running end at their next check point (every ``check_every`` search nodes, every 256 brute-force
-assignments, every sum node of AMAP, every 64 nodes of K-best tree, every beam entry), and the caller gets the
-queries that finished. A second Ctrl-C while waiting for that gives up waiting (the kernel still stops, in the
-background). Called from any other thread (a Dask worker, a thread pool), the kernel runs on the calling thread:
-Python never delivers signals there, and a stop requested by the main thread stops it too.
+``spnkit.map_batch``'s workers run on all cores without the GIL (``spnkit.batch``). Called from the main thread (a
+notebook cell, a script), the batch runs on :data:`KERNEL_THREAD` while the main thread waits on an event, where
+Python delivers Ctrl-C at once; the main thread then sets the kernels' stop word (``clock.request_stop``): no
+worker starts another query, the queries running end at their next check point (every ``check_every`` search
+nodes, every 256 brute-force assignments, every sum node of AMAP, every 64 nodes of K-best tree, every beam
+entry), and the caller gets the queries that finished. A second Ctrl-C while waiting for that gives up waiting
+(the kernels still stop, in the background). Called from any other thread (a Dask worker, a thread pool), the
+batch runs on the calling thread: Python never delivers signals there, and a stop requested by the main thread
+stops it too.
 """
 
 from __future__ import annotations
@@ -20,15 +21,13 @@ from __future__ import annotations
 import queue
 import threading
 
-import numba
-
 from .errors import Interrupted
 from .kernels.clock import clear_stop as _clear_stop
 from .kernels.clock import raise_fetched, request_stop
 
 
 class _KernelThread:
-    """One daemon thread that runs the main thread's batch kernels, one at a time (a daemon: a kernel left running
+    """One daemon thread that runs the main thread's batches, one at a time (a daemon: a kernel left running
     after a second Ctrl-C never keeps the interpreter from exiting)."""
 
     def __init__(self):
@@ -38,10 +37,8 @@ class _KernelThread:
 
     def _loop(self) -> None:
         while True:
-            fn, args, threads, box, done = self._jobs.get()
+            fn, args, box, done = self._jobs.get()
             try:
-                if numba.get_num_threads() != threads:    # numba's thread count is per thread: the caller's
-                    numba.set_num_threads(threads)
                 box["result"] = fn(*args)
             except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
                 box["error"] = e
@@ -51,15 +48,14 @@ class _KernelThread:
                 done.set()
 
     def run(self, fn, args: tuple) -> tuple[object, bool]:
-        """``fn(*args)`` on this thread, with the caller's ``numba.get_num_threads()``: ``(its result, whether
-        Ctrl-C asked it to stop)``."""
+        """``fn(*args)`` on this thread: ``(its result, whether Ctrl-C asked it to stop)``."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="spnkit-kernel", daemon=True)
                 self._thread.start()
         box: dict = {}
         done = threading.Event()
-        self._jobs.put((fn, args, numba.get_num_threads(), box, done))
+        self._jobs.put((fn, args, box, done))
         try:
             done.wait()
         except KeyboardInterrupt:
@@ -75,7 +71,7 @@ KERNEL_THREAD = _KernelThread()
 
 
 def run_batch_kernel(fn, args: tuple) -> tuple[object, bool]:
-    """``fn(*args)`` (a ``nogil`` batch kernel) so that Ctrl-C can stop it: ``(result, whether Ctrl-C came)``.
+    """``fn(*args)`` (a batch, ``spnkit.batch.solve_batch``) so that Ctrl-C can stop it: ``(result, whether Ctrl-C came)``.
     (Off the main thread, the second is False: the caller tells from its rows whether a stop cut them.)"""
     if threading.current_thread() is threading.main_thread():
         return KERNEL_THREAD.run(fn, args)

@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 
 from .assignments import AssignmentArray
+from .batch import solve_batch
 from .errors import QueryError
 from .flat_spn import FlatSPN
 from .interrupt import raise_interrupted, run_batch_kernel
 from .kernels.clock import deadline_ticks, ticks_per_second
+from .kernels.k_best import kbt_scratch
 from .kernels.reduce import reduce_to_max
-from .kernels.solve import BAD_QUERY, INTERRUPTED, METHOD_CODES, NOT_RUN, TIMED_OUT, solve_batch
+from .kernels.solve import BAD_QUERY, INTERRUPTED, METHOD_CODES, NOT_RUN, TIMED_OUT
 from .query import QUERY, Query, QueryBatch, stack_queries
 from .solvers.base import MapResult
 
@@ -114,6 +116,24 @@ def _check_memory(code: int, kopts: np.ndarray, spn: FlatSPN, threads: int) -> N
                          f"use k <= {max(1, (avail // 2) // (need // k)):,}")
 
 
+KBT_KEEP_BYTES = 256 << 20     # spnkit.map keeps one network's K-best scratch up to this size
+
+
+def _kbt_buffers(spn: FlatSPN, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``spnkit.map``'s K-best tree scratch for ``spn`` and ``k``: the set kept for the last ``k`` when it is that
+    one, else a new set, kept in its place when at most ``KBT_KEEP_BYTES``. Reused, its pages are mapped once:
+    made anew per call, K-best tree on a 1,000-node network cost ~90 ms per call at k = 2,000 before it
+    started (page faults; ``benchmarks/spn_interrupt.py``). (``spnkit.map``'s kernel holds the GIL: no two calls
+    share the set at once.)"""
+    held = spn.__dict__.get("_kbt_scratch")
+    if held is not None and held[0] == k:
+        return held[1], held[2]
+    f, i = kbt_scratch(spn.n_nodes + 1, spn.n_edges + 1, k)
+    if f.nbytes + i.nbytes <= KBT_KEEP_BYTES:
+        spn.__dict__["_kbt_scratch"] = (k, f, i)
+    return f, i
+
+
 def _memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -165,7 +185,12 @@ def map(spn: FlatSPN, q: Query, method: str = "bt", **opts) -> MapResult:  # noq
     x = q.value.copy()       # int64 (n_vars,), writable (the kernel overwrites it); a wrong length fails its check
     # the compiled kernel without the dispatcher's typing: Query makes role/value as QUERY_ARG_TYPES, _options
     # the read-only int64 opts, and trace and x are made here
-    status, lv, exact, ub, stats, n_trace, ticks = spn.query_entry(spn.kernel_net, q.role, q.value, kopts, trace, x)
+    if code == _KBT:
+        status, lv, exact, ub, stats, n_trace, ticks = spn.query_entry(code)(
+            spn.kernel_net, q.role, q.value, kopts, trace, x, *_kbt_buffers(spn, int(kopts[1])))
+    else:
+        status, lv, exact, ub, stats, n_trace, ticks = spn.query_entry(code)(spn.kernel_net, q.role, q.value, kopts,
+                                                                             trace, x)
     if status < 0:
         _raise_for(status, q, spn)
     res = MapResult(x, lv, exact, None if ub != ub else ub, time.perf_counter() - t0, method, stats,
@@ -217,8 +242,10 @@ def _raise_for(status: int, q: Query, spn: FlatSPN, where: str = "") -> None:
         raise QueryError(f"{where}{e}") from None
 
 
-def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str = "bt", **opts) -> pd.DataFrame:
-    """Solve many queries in parallel over the machine's cores (numba ``prange``; the GIL is released).
+def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str = "bt", *, client=None,
+              chunk_size: int | None = None, progress: bool = True, **opts) -> pd.DataFrame:
+    """Solve many queries in parallel on ``numba.get_num_threads()`` threads (all cores unless set lower), each
+    running a compiled worker without the GIL (``spnkit.batch``).
 
     ``queries``: a sequence of :class:`Query`, or a :class:`QueryBatch` (read as it is: no Python step per
     query, which on microsecond queries is what limits the parallel speed-up). Threads take queries from a
@@ -226,6 +253,10 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
     over all threads, so that a few long enumerations do not leave a thread idle; and a branch-and-bound search
     hands subtrees to threads that have run out of queries (``kernels.coop``), all of them pruning against the
     best value any has found.
+
+    ``client``: a ``dask.distributed.Client``: the queries are solved on its cluster instead, in chunks of
+    ``chunk_size`` rows (default: about four per Dask thread), with a progress bar over chunks (``progress``);
+    see :func:`spnkit.cluster.map_batch_dask`.
 
     Returns a DataFrame with one row per query, in order: ``query`` (index), ``method`` (categorical), ``log_value``,
     ``exact``, ``upper_bound`` (NaN where the method has none), ``timed_out``, ``seconds`` (each query's own
@@ -241,29 +272,45 @@ def map_batch(spn: FlatSPN, queries: Sequence[Query] | QueryBatch, method: str =
     ``KeyboardInterrupt``); its ``partial`` is this frame for the queries that finished (``spnkit.interrupt``).
     """
     code, kopts, _ = _options(method, opts)
+    roles, values = batch_arrays(spn, queries)
+    if method == "brute":
+        _check_brute(method, int((roles == QUERY).sum(axis=1).max()))
+    if client is not None:
+        from .cluster import map_batch_dask
+
+        return map_batch_dask(client, spn, roles, values, method, opts, chunk_size=chunk_size, progress=progress)
+    _check_memory(code, kopts, spn, numba.get_num_threads())
+    out, ctrl_c = run_batch_kernel(solve_batch, (spn.kernel_arrays, roles, values, kopts, numba.get_num_threads()))
+    return batch_frame(spn, roles, values, method, out, ctrl_c)
+
+
+def batch_arrays(spn: FlatSPN, queries: Sequence[Query] | QueryBatch) -> tuple[np.ndarray, np.ndarray]:
+    """``map_batch``'s queries as read-only ``(role, value)`` matrices (a list is stacked; a ``QueryBatch`` read as
+    it is: ``solve_batch`` then compiles once for both)."""
     nv = spn.n_vars
     if isinstance(queries, QueryBatch):
         if len(queries) == 0:
             raise QueryError("map_batch needs at least one query")
         if queries.n_vars != nv:
             raise QueryError(f"the queries have {queries.n_vars} variables; the SPN has {nv}")
-        roles, values = queries.role, queries.value
-    else:
-        queries = list(queries)
-        if not queries:
-            raise QueryError("map_batch needs at least one query")
-        roles, values = stack_queries(queries, nv, f"the SPN has {nv}")   # read-only, as a QueryBatch's:
-        # solve_batch compiles once for both
-    if method == "brute":
-        _check_brute(method, int((roles == QUERY).sum(axis=1).max()))
-    _check_memory(code, kopts, spn, numba.get_num_threads())
-    (status, xs, lvs, exact, ubs, stats, secs), ctrl_c = run_batch_kernel(
-        solve_batch, (spn.kernel_net, roles, values, kopts, numba.get_num_threads()))
+        return queries.role, queries.value
+    queries = list(queries)
+    if not queries:
+        raise QueryError("map_batch needs at least one query")
+    return stack_queries(queries, nv, f"the SPN has {nv}")
+
+
+def batch_frame(spn: FlatSPN, roles: np.ndarray, values: np.ndarray, method: str, out: tuple,
+                ctrl_c: bool = False) -> pd.DataFrame:
+    """``map_batch``'s frame from ``spnkit.batch.solve_batch``'s arrays ``out`` (rows as ``roles``/``values``): a
+    ``QueryError`` for the first row that did not fit, :class:`~spnkit.Interrupted` when a stop cut rows short
+    (``ctrl_c``: Ctrl-C came)."""
+    status, xs, lvs, exact, ubs, stats, secs = out
     bad = np.flatnonzero(status < 0)
     if bad.size:
         i = int(bad[0])
-        _raise_for(int(status[i]), queries[i], spn, f"queries[{i}]: ")
-    m = len(queries)
+        _raise_for(int(status[i]), Query._of(roles[i], values[i]), spn, f"queries[{i}]: ")
+    m = status.shape[0]
     # no copy (the kernel's arrays belong to this frame alone) and no Python object per row: on microsecond
     # queries this one-thread step after the parallel kernel is what limits map_batch's speed-up
     df = pd.DataFrame({

@@ -41,9 +41,8 @@ ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 # -- per network --------------------------------------------------------------------------------------------
-@nb.njit(cache=True)
 def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards):
-    """What the sweeps need about a network, computed once.
+    """What the sweeps need about a network, computed once (read-only arrays).
 
     Returns ``(uni, tab, rest, uni_index, var_ptr, z, scope64)``:
 
@@ -61,6 +60,28 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
     * ``scope64``: each node's scope as a bit set when the network has at most 64 variables (all bits set
       otherwise: no node is then ever skipped as hidden-only).
     """
+    tables = _plan_tables(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards)
+    for t in tables:
+        t.setflags(write=False)
+    uni, tab, rest_all, rest, uni_index, var_ptr, scope64 = tables
+    n, nv = node_type.shape[0], cards.shape[0]
+    z = np.empty((3, n))
+    zr = z.view()
+    hidden = np.full(nv, 2, dtype=np.int8)
+    no_value = np.zeros(nv, dtype=np.int64)
+    no_skip = np.full(n, ALL_BITS, dtype=np.uint64)
+    for t in (zr, hidden, no_value, no_skip):
+        t.setflags(write=False)
+    _plan_marginals(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, uni, tab, var_ptr, rest_all, no_skip,
+                    ALL_BITS, zr, hidden, no_value, False, z)
+    z.setflags(write=False)
+    return uni, tab, rest, uni_index, var_ptr, z, scope64
+
+
+@nb.njit(cache=True)
+def _plan_tables(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards):
+    """``map_plan`` but ``z``: ``(uni, tab, every node but the univariate sums, rest, uni_index, var_ptr,
+    scope64)``."""
     n = node_type.shape[0]
     nv = cards.shape[0]
     uni_index = np.full(n, -1, dtype=np.int64)
@@ -129,20 +150,6 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
                 for j in range(child_ptr[i], child_ptr[i + 1]):
                     acc |= scope64[children[j]]
                 scope64[i] = acc
-    z = np.empty((3, n))
-    hidden = np.full(nv, 2, dtype=np.int8)
-    ue = np.empty(n, dtype=np.int64)
-    kept = np.empty(n, dtype=np.bool_)
-    no_skip = np.full(n, ALL_BITS, dtype=np.uint64)
-    no_value = np.zeros(nv, dtype=np.int64)
-    _uni_values(uni, tab, var_ptr, 0, hidden, no_value, False, z[0], ue, kept)
-    _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest, no_skip, ALL_BITS, z, hidden,
-                 no_value, False, z[0], ue, kept)
-    for i in range(n):
-        z[2, i] = ue[i]
-    _uni_values(uni, tab, var_ptr, 1, hidden, no_value, False, z[1], ue, kept)
-    _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest, no_skip, ALL_BITS, z, hidden,
-              no_value, False, z[1], kept)
     # the answer at a univariate sum of a query variable: every indicator is on, so BT and NG both take the
     # child with the largest weight (first on ties), chosen as the descent would choose it in either domain
     ones = np.ones(n)
@@ -160,6 +167,7 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
         uni[3, k] = leaf_val[children[bj]]
     # leaves whose every parent is a univariate sum are never read by the sweeps (the table stands for them),
     # nor reached by the descent (it stops at their parent): on ad, 3,112 of the 4,042 nodes left
+    rest_all = rest.copy()
     needed = np.zeros(n, dtype=np.bool_)
     needed[n - 1] = True                      # the root (a network may be one leaf)
     for p in range(n_rest):
@@ -172,8 +180,26 @@ def map_plan(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, cards
         if node_type[i] != 0 or needed[i]:
             rest[n_keep] = i
             n_keep += 1
-    rest = rest[:n_keep].copy()
-    return uni, tab, rest, uni_index, var_ptr, z, scope64
+    return uni, tab, rest_all, rest[:n_keep].copy(), uni_index, var_ptr, scope64
+
+
+@nb.njit(cache=True)
+def _plan_marginals(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, uni, tab, var_ptr, rest_all, no_skip,
+                    seen, zr, hidden, no_value, use_max, z):
+    """``z``: every node's marginal, by the query sweeps' own functions (all variables hidden, no node skipped),
+    called with the types the sweeps call them with (read-only network and plan; ``zr``, a read-only view of ``z``,
+    is never read here), so that they are compiled once for both."""
+    n = node_type.shape[0]
+    ue = np.empty(n, dtype=np.int64)
+    kept = np.empty(n, dtype=np.bool_)
+    _uni_values(uni, tab, var_ptr, 0, hidden, no_value, use_max, z[0], ue, kept)
+    _rest_scaled(node_type, child_ptr, children, W, leaf_var, leaf_val, rest_all, no_skip, seen, zr, hidden,
+                 no_value, use_max, z[0], ue, kept)
+    for i in range(n):
+        z[2, i] = ue[i]
+    _uni_values(uni, tab, var_ptr, 1, hidden, no_value, use_max, z[1], ue, kept)
+    _rest_log(node_type, child_ptr, children, log_w, leaf_var, leaf_val, rest_all, no_skip, seen, zr, hidden,
+              no_value, use_max, z[1], kept)
 
 
 # -- the upward sweep ---------------------------------------------------------------------------------------

@@ -1,12 +1,24 @@
-"""One kernel per query: MAP->MAX reduction, the chosen solver, and the exact value of its answer.
+"""One compiled call per query: MAP->MAX reduction, the chosen solver, and the exact value of its answer.
 
 Every method starts with ``kernels.linear.upward`` (one sweep, over the relevant nodes only when most variables
 are hidden). BT and NG then descend and re-evaluate the query nodes; the others build the reduced network from
 its constants, solve, and re-evaluate only the query nodes at their answer.
 
-Fusing the three into a single compiled call keeps the Python layer out of the per-query path (``spnkit.map``
-makes one call; ``spnkit.map_batch`` runs this same function over a ``prange`` of queries, so a batch gives
-the answers single calls give; its searches may share a query's subtrees between threads, ``kernels.coop``).
+A query's kernel (``*_one``: ``_linear_one``, ``_exact_one``, ``_amap_one``, ...) takes the network's arrays,
+``role``/``value`` (int8/int64 (n_vars,) as in ``spnkit.Query``), the method's options and the caller's buffers,
+and writes the answer into ``x_full`` (int64, (n_vars,)): evidence values, the MAP values on query variables, -1
+on hidden ones. It returns ``(status, log_value, exact, upper_bound, stats, n_trace, ticks)``: ``status`` 0,
+``TIMED_OUT``, ``INTERRUPTED``, ``NO_QUERY_IN_SCOPE`` (no query variable occurs in the network) or ``BAD_QUERY``
+(the query does not fit it: checked here, a loop over the variables, instead of several numpy calls per query
+in Python); ``stats`` a tuple of ``N_STATS`` counters; ``n_trace`` the rows the exact searches wrote into
+``trace`` (float64, (rows, 3)); times in ``clock.now()`` ticks. (A tuple and the caller's buffers instead of new
+arrays: an array made here and returned to Python costs ~0.4 us, three times an ``np.empty`` in Python.)
+
+Fusing the three into one compiled call keeps the Python layer out of the per-query path: ``spnkit.map`` makes
+one call (``query_*``), and ``spnkit.map_batch``'s workers (``batch_*``, run on threads by ``spnkit.batch``) call
+the same ``*_one`` kernels, so a batch gives the answers single calls give (its searches may share a query's
+subtrees between threads, ``kernels.coop``). Each method family has its own entry points, so that a first call
+compiles only the solver it runs.
 """
 
 from __future__ import annotations
@@ -17,9 +29,9 @@ from numba.core import types
 
 from .beam import beam_search
 from .clock import RUN, now, stop_word
-from .coop import BUSY, IDLE, make_coop, merge, release, take
+from .coop import BUSY, IDLE, merge, release, take
 from .exact import FCOS, _layout, _max_card, bb_scratch_size, search_network
-from .k_best import k_best_tree_map, kbt_scratch
+from .k_best import k_best_tree_map
 from .linear import carry_constants, evaluate_kept, keep_uni_leaves, linear_map_fast, upward
 from .maxprod import (
     argmax_product,
@@ -56,7 +68,7 @@ BRUTE_SPLIT = 4096  # map_batch splits a brute-force query over its threads from
 BAD_QUERY = -2      # wrong length, an evidence value out of range or no query variable (Query.check says which)
 TIMED_OUT = 1       # the deadline came first: the row holds the best answer met so far
 INTERRUPTED = 2     # kernels were asked to stop (clock.request_stop, Ctrl-C): the best answer met so far
-NOT_RUN = 3         # (solve_batch) the stop came before this row began
+NOT_RUN = 3         # (map_batch) the stop came before this row began
 
 
 @nb.njit(cache=True, _nrt=False, inline="always")
@@ -87,11 +99,11 @@ def _as_tuple(stats):
 
 @nb.njit(cache=True)
 def scratch(n, m, nv, K):
-    """The buffers ``solve_one`` needs for a network of ``n`` nodes and ``m`` edges over ``nv`` variables of at
+    """The buffers a query's kernel needs for a network of ``n`` nodes and ``m`` edges over ``nv`` variables of at
     most ``K`` values: ``(fbuf, ibuf, kept, tbuf)`` (float64, int64, bool, int8). Made once per network
     (``FlatSPN.kernel_net`` holds one set for ``spnkit.map``, whose kernel holds the GIL, so no two calls share
-    it: were ``solve_query`` ever made ``nogil``, these must become per call) and once per worker in
-    ``solve_batch``, not once per query.
+    it: were the ``query_*`` kernels ever made ``nogil``, these must become per call) and once per worker of
+    ``spnkit.batch``, not once per query.
 
     Layout: ``fbuf`` = the sweep's values and carried constants (2 n), the reduced network's weights (m + 1),
     the search's floats; ``ibuf`` = exponents and descent stack or kept-node order (2 n), ``N_STATS`` counters,
@@ -121,7 +133,7 @@ def scratch(n, m, nv, K):
 @nb.njit(cache=True, _nrt=False)
 def _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
                 use_max, x_full, fbuf, ibuf, kept):
-    """``solve_one`` for BT (``use_max``) and NG."""
+    """BT (``use_max``) or NG on one query."""
     t0 = now()
     x_full[:] = -1
     if not _fits(cards, role, value):
@@ -135,7 +147,7 @@ def _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf
 
 @nb.njit(cache=True, inline="always")
 def _views(n, m, nv, fbuf, ibuf, kept, tbuf):
-    """``solve_one``'s working arrays as views of the ``scratch`` buffers for a network of ``n`` nodes and ``m``
+    """A query's working arrays as views of the ``scratch`` buffers for a network of ``n`` nodes and ``m``
     edges over ``nv`` variables. Inlined: a kernel without reference counts makes them without any."""
     o = 2 * n + N_STATS
     nr = reduced_int_size(n, m)
@@ -165,8 +177,9 @@ def _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_va
             rcards[nq] = cards[v]
             nq += 1
     flags[:] = False
+    no_max = nq < 0     # False, typed bool and not the literal False: the sweeps BT/NG compiled serve here too
     found, scaled = upward(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, role, value,
-                           False, u, ue, flags)
+                           no_max, u, ue, flags)
     n = node_type.shape[0]
     if found == 0 or not flags[n - 1]:
         return NO_QUERY_IN_SCOPE, nq, 0, 0, scaled
@@ -225,7 +238,7 @@ def _search_variant(variant):
 @nb.njit(cache=True, _nrt=False)
 def _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
                variant, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf, coop, owner, row, helper):
-    """``solve_one`` for the branch-and-bound methods: ``variant`` ``exact.MC`` ... ``FCOS`` (no warm start, as
+    """The branch-and-bound methods on one query: ``variant`` ``exact.MC`` ... ``FCOS`` (no warm start, as
     in the authors' experiments) or ``WARM`` (``"exact"``: FCOS started from max-product's answer). Nothing is
     allocated here, so nothing is reference-counted (on a 157-node network at 1:1:8 the counts were half of the
     query); only the warm start's max-product pass allocates, counted in ``_warm_start``.
@@ -323,302 +336,361 @@ def _help(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, 
     fetch_add(counters, IDLE, -1)
 
 
-OPTIONS = ("method", "k", "beam", "seed", "max_rounds", "deadline", "check_every")   # solve_query's opts array
+OPTIONS = ("method", "k", "beam", "seed", "max_rounds", "deadline", "check_every")   # the kernels' opts array
 
 
-@nb.njit(cache=True)
-def solve_query(net, role, value, opts, trace, x):
-    """Answer one MAP query on ``net`` (a ``kernels.net.KernelNet``, ``FlatSPN.kernel_net``). ``opts``: int64
-    array of the ``OPTIONS`` (method code, k, beam, seed, max_rounds, deadline in ``clock.now()`` ticks,
-    check_every). One struct and one array instead of 24 arguments: numba types each argument on every call.
-    ``x``: the caller's int64 (n_vars,) array for the answer. Arguments and result as for ``solve_one``.
-    BT/NG and the four searches go straight to their kernels without reference counts."""
-    method = opts[0]
-    plan = (net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64)
-    if method == BT or method == NG:
-        return _linear_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
-                           net.leaf_val, plan, net.cards, role, value, method == BT, x, net.scratch_f,
-                           net.scratch_i, net.scratch_b)
-    if EXACT_MC <= method <= EXACT:
-        return _exact_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
-                          net.leaf_val, plan, net.cards, role, value, method - EXACT_MC, opts[5], opts[6], trace, x,
-                          net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t, None, np.int64(-1),
-                          np.int64(0), None)
-    return solve_one(net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var,
-                     net.leaf_val, net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64,
-                     net.cards, role, value, method, opts[1], opts[2], opts[3], opts[4], opts[5], opts[6], trace, x,
-                     net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t, net.scratch_f[:0], net.scratch_i[:0])
+@nb.njit(cache=True, inline="always")
+def _net(net):
+    """A ``KernelNet``'s arrays as the tuple the per-query and batch kernels take (``FlatSPN.kernel_arrays``):
+    ``(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards)``. A tuple, not the
+    struct, because a struct's fields are read through reference counts, which the batch workers go without."""
+    return (net.node_type, net.child_ptr, net.children, net.log_w, net.W, net.lin_ok, net.leaf_var, net.leaf_val,
+            (net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, net.scope64), net.cards)
 
 
-QUERY_ARG_TYPES = (types.Array(types.int8, 1, "C", readonly=True), types.Array(types.int64, 1, "C", readonly=True),
-                   types.Array(types.int64, 1, "C", readonly=True), types.Array(types.float64, 2, "C"),
-                   types.Array(types.int64, 1, "C"))
-
-
-def query_entry(net):
-    """``solve_query``'s compiled function for ``net`` and the argument types ``spnkit.map`` passes
-    (``QUERY_ARG_TYPES``: ``Query.role``/``value``, the read-only options, a trace buffer, a new ``x``), to be
-    called without the dispatcher. The dispatcher types all six arguments on every call, 0.55 us, a third of a
-    query on a 157-node network; the caller guarantees the types instead. Loaded from numba's cache, or
-    compiled, once per network type. Without the JIT (``NUMBA_DISABLE_JIT``), ``solve_query`` itself."""
-    if not hasattr(solve_query, "overloads"):
-        return solve_query
-    sig = (nb.typeof(net), *QUERY_ARG_TYPES)
-    solve_query.compile(sig)
-    return solve_query.overloads[sig].entry_point
-
-
-@nb.njit(cache=True, _nrt=True)     # it allocates: counted even when called from _solve_rows
-def solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
-              uni_index, var_ptr, z, scope64, cards, role, value, method, k, beam, seed, max_rounds, timeout_ticks,
-              check_every, trace, x_full, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i):
-    """Answer one MAP query on the network given by the node arrays (``W = exp(log_w)`` and ``lin_ok`` as
-    ``passes.linear_weights_safe(W, log_w)`` enable the scaled-number sweeps; ``uni`` ... ``scope64`` are
-    ``FlatSPN.map_plan``).
-
-    role/value: int8/int64 (n_vars,) as in ``spnkit.Query``; the answer goes into ``x_full`` (int64, (n_vars,)):
-    evidence values, the MAP values on query variables, -1 on hidden ones. Returns ``(status, log_value, exact,
-    upper_bound, stats, n_trace, ticks)``: ``stats`` a tuple of ``N_STATS`` counters, ``n_trace`` the rows the
-    exact solvers wrote into ``trace`` (float64, (rows, 3); give (0, 3) for none), times ``clock.now()`` ticks
-    (a tuple and the caller's buffers instead of new arrays: an array made here and returned to Python costs
-    ~0.4 us, three times an ``np.empty`` in Python). ``fbuf``, ``ibuf``, ``kept``, ``tbuf``: ``scratch``
-    for this network, overwritten; ``kbt_f``, ``kbt_i``: ``k_best.kbt_scratch`` buffers for KBT (empty: KBT
-    allocates its own).
-    ``status`` is 0; ``NO_QUERY_IN_SCOPE`` when no query variable occurs in the network; ``BAD_QUERY`` when the
-    query does not fit it (checked here, a loop over the variables, instead of several numpy calls per query in
-    Python).
-    """
-    plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
-    n = node_type.shape[0]
-    if method == BT or method == NG:
-        return _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
-                           value, method == BT, x_full, fbuf, ibuf, kept[:n])
-    if EXACT_MC <= method <= EXACT:
-        return _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role,
-                          value, method - EXACT_MC, timeout_ticks, check_every, trace, x_full, fbuf, ibuf, kept, tbuf,
-                          None, np.int64(-1), np.int64(0), None)
+# One kernel per method family from here on, so that a first call compiles only the solver it runs (a kernel that
+# chose its solver at run time compiled all of them: 58 s for the first spnkit.map of any method). For a query:
+# ``*_one`` (the reduction, the solver, the answer's exact value); for spnkit.map: ``query_*``, on the network's
+# own scratch (``QUERY_ENTRIES``); for map_batch: ``batch_*``, one worker's share of a batch (``spnkit.batch``
+# runs them on threads).
+@nb.njit(cache=True, inline="always")
+def _approx_start(net, role, value, x, fbuf, ibuf, kept, tbuf):
+    """``_start`` for AMAP, BS, KBT and brute force: ``(t0, the tuple _start returns)``."""
     t0 = now()
-    status, nq, scaled, stats, qvars, rcards, init_x, u, ue, flags, bb, red = _start(
-        node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value, x_full, fbuf,
-        ibuf, kept, tbuf)
+    node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards = net
+    return t0, _start(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
+                      x, fbuf, ibuf, kept, tbuf)
+
+
+@nb.njit(cache=True, inline="always")
+def _approx_done(net, role, value, x, st, xq, cut, exact, ub, t0):
+    """The answer ``xq`` of a solver run on ``_approx_start``'s reduction ``st``: the query kernel's result."""
+    node_type, child_ptr, children, log_w, W, _, leaf_var, leaf_val, plan, _ = net
+    _, _, scaled, stats, qvars, _, _, u, ue, flags, _, _ = st
+    lv = _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x, qvars, xq, u, ue,
+                 flags, scaled)
+    if exact:
+        ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
+    return _cut_status() if cut else 0, lv, exact, ub, _as_tuple(stats), 0, now() - t0
+
+
+@nb.njit(cache=True, _nrt=True)     # the solvers allocate: counted even when called from a batch worker
+def _amap_one(net, role, value, opts, x, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i):
+    """AMAP on one query (``opts``: the ``OPTIONS`` array; ``net``: ``_net``'s tuple)."""
+    t0, st = _approx_start(net, role, value, x, fbuf, ibuf, kept, tbuf)
+    status, nq, stats, red = st[0], st[1], st[3], st[11]
     if status != 0:
         return status, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
     t, ptr, ch, w, var, val = red
-    rcards = rcards[:nq]
-    exact = False
-    ub = np.nan
-    n_trace = 0
-    deadline = t0 + timeout_ticks
-    if method == AMAP:
-        xq, evals, cut = argmax_product(t, ptr, ch, w, var, val, nq, deadline)
-        stats[1] = evals
-    elif method == BS:
-        xq, _, rounds, cut = beam_search(t, ptr, ch, w, var, val, rcards, beam, seed, max_rounds, deadline)
-        stats[0] = rounds
-    elif method == KBT:
-        xq, _, n_trees, cut = k_best_tree_map(t, ptr, ch, w, var, val, nq, k, kbt_f, kbt_i, deadline)
-        stats[0] = n_trees
-    else:                      # BRUTE
-        xq, best, cut = brute_force(t, ptr, ch, w, var, val, rcards, deadline)
-        exact = not cut
-        ub = best if exact else np.nan
-    lv = _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars, xq,
-                 u, ue, flags, scaled)
-    if exact:
-        ub = max(ub, lv)      # the search's own value and the re-evaluation can differ in the last bit
-    return _cut_status() if cut else 0, lv, exact, ub, _as_tuple(stats), n_trace, now() - t0
+    xq, evals, cut = argmax_product(t, ptr, ch, w, var, val, nq, t0 + opts[5])
+    stats[1] = evals
+    return _approx_done(net, role, value, x, st, xq, cut, False, np.nan, t0)
 
 
-@nb.njit(cache=True, _nrt=False)
-def _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab, rest,
-                uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds, timeout_ticks,
-                check_every, trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, split, status, xs, lvs, exact, ubs, stats,
-                secs, coop, worker, helper):
-    """``solve_batch``'s rows ``start:stop`` but those marked in ``split``, each into its row of the outputs.
-    Without reference counts: in a batch, the counts on the arrays both workers share were atomic operations on
-    the same cache lines (BT on a 157-node network gained 1.58x from a second thread). BT/NG and the four searches go straight to their
-    kernels; the other methods through ``solve_one``, which counts its own."""
-    plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
-    n = node_type.shape[0]
-    for r in range(start, stop):
-        if split[r]:
-            continue
-        if stop_word() != RUN:          # asked to stop: the rows left stay NOT_RUN
-            return
-        if method == BT or method == NG:
-            s, lv, ex, ub, st, _n, sec = _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                                     leaf_val, plan, cards, roles[r], values[r], method == BT, xs[r],
-                                                     fbuf, ibuf, kept[:n])
-        elif EXACT_MC <= method <= EXACT:
-            s, lv, ex, ub, st, _n, sec = _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                                    leaf_val, plan, cards, roles[r], values[r], method - EXACT_MC,
-                                                    timeout_ticks, check_every, trace, xs[r], fbuf, ibuf, kept, tbuf,
-                                                    coop, worker, r, helper)
-        else:
-            s, lv, ex, ub, st, _n, sec = solve_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var,
-                                                   leaf_val, uni, tab, rest, uni_index, var_ptr, z, scope64, cards,
-                                                   roles[r], values[r], method, k, beam, seed, max_rounds,
-                                                   timeout_ticks, check_every, trace, xs[r], fbuf, ibuf, kept, tbuf,
-                                                   kbt_f, kbt_i)
-        status[r] = s
-        lvs[r] = lv
-        exact[r] = ex
-        ubs[r] = ub
-        for j in range(N_STATS):
-            stats[r, j] = st[j]
-        secs[r] = sec
+@nb.njit(cache=True, _nrt=True)
+def _bs_one(net, role, value, opts, x, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i):
+    """Beam search on one query (``opts``: beam, seed, max_rounds)."""
+    t0, st = _approx_start(net, role, value, x, fbuf, ibuf, kept, tbuf)
+    status, nq, stats, rcards, red = st[0], st[1], st[3], st[5], st[11]
+    if status != 0:
+        return status, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
+    t, ptr, ch, w, var, val = red
+    xq, _, rounds, cut = beam_search(t, ptr, ch, w, var, val, rcards[:nq], opts[2], opts[3], opts[4], t0 + opts[5])
+    stats[0] = rounds
+    return _approx_done(net, role, value, x, st, xq, cut, False, np.nan, t0)
 
 
-@nb.njit(cache=True, _nrt=False)
-def _split_prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
-                   x_full, fbuf, ibuf, kept, tbuf, Wr):
-    """A brute-force query that ``solve_batch`` splits over its workers: ``_prepare`` into these buffers, and the
-    reduced network's linear weights into ``Wr``. Returns ``_prepare``'s status, query variables, nodes, edges
-    and ``scaled``, then ``lin_ok`` for ``Wr``, the enumeration's size and the largest cardinality."""
-    n, nv = node_type.shape[0], cards.shape[0]
-    u, ue, ck, order, st, qindex, qvars, rcards, _, flags, red_t, red_i, red_f, _ = _views(
-        n, children.shape[0], nv, fbuf, ibuf, kept, tbuf)
-    s, nq, total, n_e, scaled = _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan,
-                                         cards, role, value, x_full, u, ue, ck, order, st, qindex, qvars, rcards,
-                                         flags, red_t, red_i, red_f)
-    if s != 0:
-        return s, nq, total, n_e, scaled, False, 0, 1
-    _, _, _, w, _, _ = reduced_views(red_t, red_i, red_f, n, total, n_e)
-    for j in range(n_e):
-        Wr[j] = np.exp(w[j])
-    K = 1
-    for i in range(nq):
-        K = max(K, rcards[i])
-    return s, nq, total, n_e, scaled, linear_weights_safe(Wr[:n_e], w), enumeration_size(rcards[:nq]), K
+@nb.njit(cache=True, _nrt=True)
+def _kbt_one(net, role, value, opts, x, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i):
+    """K-best tree on one query (``opts``: k), in ``kbt_f``/``kbt_i`` (``k_best.kbt_scratch``; empty: its own)."""
+    t0, st = _approx_start(net, role, value, x, fbuf, ibuf, kept, tbuf)
+    status, nq, stats, red = st[0], st[1], st[3], st[11]
+    if status != 0:
+        return status, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
+    t, ptr, ch, w, var, val = red
+    xq, _, n_trees, cut = k_best_tree_map(t, ptr, ch, w, var, val, nq, opts[1], kbt_f, kbt_i, t0 + opts[5])
+    stats[0] = n_trees
+    return _approx_done(net, role, value, x, st, xq, cut, False, np.nan, t0)
 
 
-@nb.njit(cache=True, _nrt=False)
-def _split_range(fbuf, ibuf, kept, tbuf, n, m, nv, nq, total, n_e, Wr, lin, lo, hi, mask, x, buf, deadline):
-    """``maxprod.brute_range`` over assignments ``lo:hi`` of the query ``_split_prepare`` reduced."""
-    _, _, _, _, _, _, _, rcards, _, _, red_t, red_i, red_f, _ = _views(n, m, nv, fbuf, ibuf, kept, tbuf)
-    t, ptr, ch, w, var, val = reduced_views(red_t, red_i, red_f, n, total, n_e)
-    return brute_range(t, ptr, ch, w, Wr[:n_e], lin, var, val, rcards[:nq], lo, hi, mask, x, buf, deadline)
+@nb.njit(cache=True, _nrt=True)
+def _brute_one(net, role, value, opts, x, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i):
+    """Brute force on one query: exact unless cut short."""
+    t0, st = _approx_start(net, role, value, x, fbuf, ibuf, kept, tbuf)
+    status, nq, stats, rcards, red = st[0], st[1], st[3], st[5], st[11]
+    if status != 0:
+        return status, -np.inf, False, np.nan, _as_tuple(stats), 0, now() - t0
+    t, ptr, ch, w, var, val = red
+    xq, best, cut = brute_force(t, ptr, ch, w, var, val, rcards[:nq], t0 + opts[5])
+    return _approx_done(net, role, value, x, st, xq, cut, not cut, np.nan if cut else best, t0)
 
 
-@nb.njit(cache=True, _nrt=False)
-def _split_finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, fbuf, ibuf,
-                  kept, tbuf, nq, index, scaled):
-    """The answer of a split brute-force query (its ``index``-th assignment) into ``x_full``; its log value."""
-    u, ue, _, _, _, _, qvars, rcards, xq, flags, _, _, _, _ = _views(node_type.shape[0], children.shape[0],
-                                                                      role.shape[0], fbuf, ibuf, kept, tbuf)
-    assignment_at(rcards[:nq], index, xq[:nq])
-    return _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, x_full, qvars,
-                   xq[:nq], u, ue, flags, scaled)
+# spnkit.map's kernels: ``(net, role, value, opts, trace, x)`` -> the query kernel's result, on ``net``'s scratch
+# (``FlatSPN.kernel_net`` holds one set for spnkit.map, whose kernels hold the GIL: no two calls share it).
+@nb.njit(cache=True)
+def query_linear(net, role, value, opts, trace, x):
+    """BT (``opts[0] == BT``) or NG, without reference counts."""
+    node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards = _net(net)
+    return _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
+                       opts[0] == BT, x, net.scratch_f, net.scratch_i, net.scratch_b)
 
 
-@nb.njit(cache=True, _nrt=False)
-def _split_stats(n, m, nv, fbuf, ibuf, kept, tbuf, out):
-    """The counters ``_split_prepare`` left in the buffers, into ``out``."""
-    st = _views(n, m, nv, fbuf, ibuf, kept, tbuf)[4]
+@nb.njit(cache=True)
+def query_exact(net, role, value, opts, trace, x):
+    """The branch-and-bound methods (``EXACT_MC`` ... ``EXACT``), without reference counts."""
+    node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards = _net(net)
+    return _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, role, value,
+                      opts[0] - EXACT_MC, opts[5], opts[6], trace, x, net.scratch_f, net.scratch_i, net.scratch_b,
+                      net.scratch_t, None, np.int64(-1), np.int64(0), None)
+
+
+@nb.njit(cache=True)
+def query_amap(net, role, value, opts, trace, x):
+    return _amap_one(_net(net), role, value, opts, x, net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t,
+                     net.scratch_f[:0], net.scratch_i[:0])
+
+
+@nb.njit(cache=True)
+def query_bs(net, role, value, opts, trace, x):
+    return _bs_one(_net(net), role, value, opts, x, net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t,
+                   net.scratch_f[:0], net.scratch_i[:0])
+
+
+@nb.njit(cache=True)
+def query_kbt(net, role, value, opts, trace, x, kbt_f, kbt_i):
+    """K-best tree in the caller's ``k_best.kbt_scratch`` buffers (``spnkit.map`` keeps a set per network)."""
+    return _kbt_one(_net(net), role, value, opts, x, net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t,
+                    kbt_f, kbt_i)
+
+
+@nb.njit(cache=True)
+def query_brute(net, role, value, opts, trace, x):
+    return _brute_one(_net(net), role, value, opts, x, net.scratch_f, net.scratch_i, net.scratch_b, net.scratch_t,
+                      net.scratch_f[:0], net.scratch_i[:0])
+
+
+QUERY_ENTRIES = {BT: query_linear, NG: query_linear, AMAP: query_amap, BS: query_bs, KBT: query_kbt,
+                 BRUTE: query_brute, **{c: query_exact for c in range(EXACT_MC, EXACT + 1)}}
+QUERY_ARG_TYPES = (types.Array(types.int8, 1, "C", readonly=True), types.Array(types.int64, 1, "C", readonly=True),
+                   types.Array(types.int64, 1, "C", readonly=True), types.Array(types.float64, 2, "C"),
+                   types.Array(types.int64, 1, "C"))
+KBT_ARG_TYPES = (types.Array(types.float64, 1, "C"), types.Array(types.int64, 1, "C"))     # query_kbt's scratch
+
+
+def query_entry(net, method: int):
+    """The compiled ``spnkit.map`` kernel for method code ``method`` on ``net`` (``QUERY_ENTRIES``), for the
+    argument types ``spnkit.map`` passes (``QUERY_ARG_TYPES``: ``Query.role``/``value``, the read-only options, a
+    trace buffer, a new ``x``; for KBT then its scratch, ``KBT_ARG_TYPES``), to be called without the dispatcher. The dispatcher types all six arguments on
+    every call, 0.55 us, a third of a query on a 157-node network; the caller guarantees the types instead.
+    Loaded from numba's cache, or compiled, once per method family and network type. Without the JIT
+    (``NUMBA_DISABLE_JIT``), the Python function itself."""
+    fn = QUERY_ENTRIES[method]
+    if not hasattr(fn, "overloads"):
+        return fn
+    sig = (nb.typeof(net), *QUERY_ARG_TYPES, *(KBT_ARG_TYPES if method == KBT else ()))
+    fn.compile(sig)
+    return fn.overloads[sig].entry_point
+
+
+# map_batch's workers: ``(net, roles, values, opts, out, work, ctl, workers, worker, ...)``. ``out`` =
+# ``(status, xs, lvs, exact, ubs, stats, secs)`` (``batch_setup``), ``work`` = this worker's ``(fbuf, ibuf, kept,
+# tbuf, kbt_f, kbt_i)`` (``scratch``, ``k_best.kbt_scratch``), ``ctl`` the int64 (1,) row counter that the
+# ``workers`` workers claim blocks of rows from (``workqueue.claim``). Without reference counts: in a batch, the
+# counts on the arrays every worker shares were atomic operations on the same cache lines (BT on a 157-node
+# network gained 1.58x from a second thread). Once kernels are asked to stop (``clock.request_stop``) a worker
+# starts no other row (they stay ``NOT_RUN``).
+@nb.njit(cache=True, _nrt=False, inline="always")
+def _store(out, r, res):
+    status, _, lvs, exact, ubs, stats, secs = out
+    s, lv, ex, ub, st, _, sec = res
+    status[r], lvs[r], exact[r], ubs[r], secs[r] = s, lv, ex, ub, sec
     for j in range(N_STATS):
-        out[j] = st[j]
+        stats[r, j] = st[j]
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
-def solve_batch(net, roles, values, opts, workers):
-    """``solve_query`` for every row of ``roles``/``values`` (shape (m, n_vars)), in parallel over rows on
-    ``workers`` threads (``numba.get_num_threads()``, given by the caller: read in here, it keeps the kernel out
-    of numba's cache). When a row does not fit the network (``BAD_QUERY``), none is solved and only ``status``
-    is meaningful. Without the GIL, so that ``map_batch`` can run it in a helper thread and keep the main thread
-    free for Ctrl-C; once kernels are asked to stop (``clock.request_stop``) no worker starts another row (they
-    stay ``NOT_RUN``) and the rows running end at their next check point (``INTERRUPTED``)."""
-    node_type, child_ptr, children, log_w, W, lin_ok = net.node_type, net.child_ptr, net.children, net.log_w, net.W, \
-        net.lin_ok
-    leaf_var, leaf_val, cards = net.leaf_var, net.leaf_val, net.cards
-    uni, tab, rest, uni_index, var_ptr, z, scope64 = net.uni, net.tab, net.rest, net.uni_index, net.var_ptr, net.z, \
-        net.scope64
-    method, k, beam, seed, max_rounds, timeout_ticks, check_every = (opts[0], opts[1], opts[2], opts[3], opts[4],
-                                                                      opts[5], opts[6])
+@nb.njit(cache=True, _nrt=False, inline="always")
+def _next_rows(ctl, m, workers):
+    """The next block of rows for this worker; ``(m, m)`` when none is left or kernels were asked to stop."""
+    if stop_word() != RUN:
+        return m, m
+    return claim(ctl, m, workers)
+
+
+@nb.njit(cache=True, _nrt=False, nogil=True)
+def batch_linear(net, roles, values, opts, out, work, ctl, workers, worker):
+    node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards = net
+    fbuf, ibuf, kept = work[0], work[1], work[2][:node_type.shape[0]]
+    use_max = opts[0] == BT
+    m = roles.shape[0]
+    lo, hi = _next_rows(ctl, m, workers)
+    while lo < m:
+        for r in range(lo, hi):
+            _store(out, r, _linear_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan,
+                                       cards, roles[r], values[r], use_max, out[1][r], fbuf, ibuf, kept))
+        lo, hi = _next_rows(ctl, m, workers)
+
+
+@nb.njit(cache=True, _nrt=False, nogil=True)
+def batch_exact(net, roles, values, opts, out, work, ctl, workers, worker, coop, helper):
+    """The searches' worker: it searches the rows it claims with idle workers' help (``kernels.coop``:
+    ``coop`` from ``make_coop``, its ``BUSY`` count set to the number of workers before they start; ``helper``
+    as ``_help``'s), then helps the others until no worker takes rows any more."""
+    node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards = net
+    fbuf, ibuf, kept, tbuf = work[0], work[1], work[2], work[3]
+    variant = opts[0] - EXACT_MC
+    m = roles.shape[0]
+    lo, hi = _next_rows(ctl, m, workers)
+    while lo < m:
+        for r in range(lo, hi):
+            if stop_word() != RUN:
+                break
+            _store(out, r, _exact_one(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan,
+                                      cards, roles[r], values[r], variant, opts[5], opts[6], helper[7], out[1][r],
+                                      fbuf, ibuf, kept, tbuf, coop, worker, r, helper))
+        lo, hi = _next_rows(ctl, m, workers)
+    fetch_add(coop[0], BUSY, -1)
+    _help(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, _search_variant(variant),
+          opts[6], coop, worker - workers, helper)
+
+
+@nb.njit(cache=True, _nrt=False, nogil=True)
+def batch_amap(net, roles, values, opts, out, work, ctl, workers, worker):
+    m = roles.shape[0]
+    lo, hi = _next_rows(ctl, m, workers)
+    while lo < m:
+        for r in range(lo, hi):
+            if stop_word() != RUN:
+                break
+            _store(out, r, _amap_one(net, roles[r], values[r], opts, out[1][r], work[0], work[1], work[2], work[3],
+                                     work[4], work[5]))
+        lo, hi = _next_rows(ctl, m, workers)
+
+
+@nb.njit(cache=True, _nrt=False, nogil=True)
+def batch_bs(net, roles, values, opts, out, work, ctl, workers, worker):
+    m = roles.shape[0]
+    lo, hi = _next_rows(ctl, m, workers)
+    while lo < m:
+        for r in range(lo, hi):
+            if stop_word() != RUN:
+                break
+            _store(out, r, _bs_one(net, roles[r], values[r], opts, out[1][r], work[0], work[1], work[2], work[3],
+                                   work[4], work[5]))
+        lo, hi = _next_rows(ctl, m, workers)
+
+
+@nb.njit(cache=True, _nrt=False, nogil=True)
+def batch_kbt(net, roles, values, opts, out, work, ctl, workers, worker):
+    m = roles.shape[0]
+    lo, hi = _next_rows(ctl, m, workers)
+    while lo < m:
+        for r in range(lo, hi):
+            if stop_word() != RUN:
+                break
+            _store(out, r, _kbt_one(net, roles[r], values[r], opts, out[1][r], work[0], work[1], work[2], work[3],
+                                    work[4], work[5]))
+        lo, hi = _next_rows(ctl, m, workers)
+
+
+@nb.njit(cache=True, _nrt=False, nogil=True)
+def batch_brute(net, roles, values, opts, out, work, ctl, workers, worker, split):
+    """Brute force's worker: the rows marked in ``split`` are left to ``split_*`` (afterwards, one at a time)."""
+    m = roles.shape[0]
+    lo, hi = _next_rows(ctl, m, workers)
+    while lo < m:
+        for r in range(lo, hi):
+            if stop_word() != RUN:
+                break
+            if not split[r]:
+                _store(out, r, _brute_one(net, roles[r], values[r], opts, out[1][r], work[0], work[1], work[2],
+                                          work[3], work[4], work[5]))
+        lo, hi = _next_rows(ctl, m, workers)
+
+
+BATCH_WORKERS = {BT: batch_linear, NG: batch_linear, AMAP: batch_amap, BS: batch_bs, KBT: batch_kbt,
+                 BRUTE: batch_brute, **{c: batch_exact for c in range(EXACT_MC, EXACT + 1)}}
+
+
+@nb.njit(cache=True)
+def batch_setup(net, roles, values, method, workers):
+    """A batch's outputs ``(status, xs, lvs, exact, ubs, stats, secs)``, the number of rows that do not fit the
+    network (``BAD_QUERY``; the others start ``NOT_RUN``; every query is checked before any is solved: a bad last
+    query must not wait for the others), and for brute force with several workers the rows long enough to split
+    over them (at least ``BRUTE_SPLIT`` assignments: a few of them would otherwise leave a worker idle)."""
+    cards = net[9]
     m, nv = roles.shape
-    status = np.zeros(m, dtype=np.int64)
-    xs = np.empty((m, nv), dtype=np.int64)
-    lvs = np.empty(m)
-    exact = np.zeros(m, dtype=np.bool_)
-    ubs = np.empty(m)
-    stats = np.zeros((m, N_STATS), dtype=np.int64)
-    secs = np.empty(m)
-    no_trace = np.empty((0, 3))
+    status = np.empty(m, dtype=np.int64)
     n_bad = 0
-    for r in nb.prange(m):          # every query is checked before any is solved: a bad last query must not
-        fits = _fits(cards, roles[r], values[r])       # wait for the others (numba reduces n_bad over threads)
+    for r in range(m):
+        fits = _fits(cards, roles[r], values[r])
         status[r] = NOT_RUN if fits else BAD_QUERY
         n_bad += 0 if fits else 1
-    if n_bad > 0:
-        return status, xs, lvs, exact, ubs, stats, secs
-    counter = np.zeros(1, dtype=np.int64)
-    n = node_type.shape[0]
-    split = np.zeros(m, dtype=np.bool_)     # brute force's long enumerations: split over the workers afterwards
-    if method == BRUTE and workers > 1:     # (a few of them would otherwise leave a worker idle)
+    split = np.zeros(m, dtype=np.bool_)
+    if method == BRUTE and workers > 1:
         for r in range(m):
             size = 1
             for v in range(nv):
                 if roles[r, v] == 0:
                     size = times_card(size, cards[v])
             split[r] = size >= BRUTE_SPLIT
-    # the four searches share their long queries with workers left without one (kernels.coop)
-    searches = EXACT_MC <= method <= EXACT and workers > 1
-    K = cards.max()
-    coop = make_coop(workers, nv if searches else 0, K if searches else 1)
-    plan = (uni, tab, rest, uni_index, var_ptr, z, scope64)
-    for _w in nb.prange(workers):   # each worker takes blocks of rows as it goes (workqueue: queries differ in
-        worker = np.int64(_w)               # (the index is uint64 in the compiled loop body: one type for both)
-        fetch_add(coop[0], BUSY, 1)         # cost by orders of magnitude, so numba's one block per thread leaves
-        fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, K)   # one idle), with its own scratch;
-        # KBT's too (a reduced network has at most one node and one edge more); a second set to help searches
-        kbt_f, kbt_i = kbt_scratch(n + 1, children.shape[0] + 1, k) if method == KBT else kbt_scratch(0, 0, 0)
-        hf, hi, hk, ht = scratch(n, children.shape[0], nv, K) if searches else scratch(0, 0, 0, 1)
-        helper = (roles, values, hf, hi, hk, ht, np.empty(nv, dtype=np.int64), no_trace)
-        while stop_word() == RUN:
-            start, stop = claim(counter, m, workers)
-            if start >= m:
-                break
-            _solve_rows(start, stop, node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, uni, tab,
-                        rest, uni_index, var_ptr, z, scope64, cards, roles, values, method, k, beam, seed, max_rounds,
-                        timeout_ticks, check_every, no_trace, fbuf, ibuf, kept, tbuf, kbt_f, kbt_i, split, status, xs,
-                        lvs, exact, ubs, stats, secs, coop, worker, helper)
-        fetch_add(coop[0], BUSY, -1)
-        if searches:
-            _help(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards,
-                  _search_variant(method - EXACT_MC), check_every, coop, worker - workers, helper)
-    if method == BRUTE:       # the long enumerations, one at a time, each split over the workers
-        fbuf, ibuf, kept, tbuf = scratch(n, children.shape[0], nv, K)
-        Wr = np.empty(children.shape[0] + 1)
-        best = np.empty(workers)
-        at = np.zeros(workers, dtype=np.int64)
-        cuts = np.zeros(workers, dtype=np.bool_)
-        for r in range(m):
-            if not split[r] or stop_word() != RUN:
-                continue
-            t0 = now()
-            s, nq, total, n_e, scaled, lin, size, K = _split_prepare(
-                node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards, roles[r], values[r],
-                xs[r], fbuf, ibuf, kept, tbuf, Wr)
-            lvs[r], ubs[r], exact[r] = -np.inf, np.nan, False
-            if s == 0:
-                chunk = (size + workers - 1) // workers
-                for c in nb.prange(workers):
-                    lo = min(size, c * chunk)
-                    best[c], at[c], cuts[c] = _split_range(
-                        fbuf, ibuf, kept, tbuf, n, children.shape[0], nv, nq, total, n_e, Wr, lin, lo,
-                        min(size, lo + chunk), np.zeros((nq, K), dtype=np.bool_), np.zeros(nq, dtype=np.int64),
-                        np.empty(total), t0 + timeout_ticks)
-                b = 0
-                for c in range(1, workers):      # the first maximum in enumeration order, as brute_force
-                    if best[c] > best[b]:
-                        b = c
-                lv = _split_finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, roles[r],
-                                   values[r], xs[r], fbuf, ibuf, kept, tbuf, nq, at[b] if best[b] > -np.inf else 0,
-                                   scaled)
-                cut = cuts.any()
-                lvs[r], ubs[r], exact[r] = lv, np.nan if cut else max(best[b], lv), not cut
-                if cut:
-                    s = _cut_status()
-            status[r] = s
-            _split_stats(n, children.shape[0], nv, fbuf, ibuf, kept, tbuf, stats[r])
-            secs[r] = now() - t0
-    return status, xs, lvs, exact, ubs, stats, secs
+    out = (status, np.empty((m, nv), dtype=np.int64), np.full(m, -np.inf), np.zeros(m, dtype=np.bool_),
+           np.full(m, np.nan), np.zeros((m, N_STATS), dtype=np.int64), np.zeros(m))
+    return out, n_bad, split
+
+
+@nb.njit(cache=True, nogil=True)
+def split_prepare(net, role, value, x, fbuf, ibuf, kept, tbuf, Wr):
+    """A brute-force query that ``map_batch`` splits over its workers: ``_prepare`` into these buffers, and the
+    reduced network's linear weights into ``Wr``. Returns ``(t0, status, query variables, nodes, edges, scaled,
+    lin_ok for Wr, the enumeration's size, the largest cardinality)``."""
+    t0 = now()
+    node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan, cards = net
+    n, nv = node_type.shape[0], cards.shape[0]
+    u, ue, ck, order, st, qindex, qvars, rcards, _, flags, red_t, red_i, red_f, _ = _views(
+        n, children.shape[0], nv, fbuf, ibuf, kept, tbuf)
+    s, nq, total, n_e, scaled = _prepare(node_type, child_ptr, children, log_w, W, lin_ok, leaf_var, leaf_val, plan,
+                                         cards, role, value, x, u, ue, ck, order, st, qindex, qvars, rcards,
+                                         flags, red_t, red_i, red_f)
+    if s != 0:
+        return t0, s, nq, total, n_e, scaled, False, 0, 1
+    _, _, _, w, _, _ = reduced_views(red_t, red_i, red_f, n, total, n_e)
+    for j in range(n_e):
+        Wr[j] = np.exp(w[j])
+    K = 1
+    for i in range(nq):
+        K = max(K, rcards[i])
+    return t0, s, nq, total, n_e, scaled, linear_weights_safe(Wr[:n_e], w), enumeration_size(rcards[:nq]), K
+
+
+@nb.njit(cache=True, _nrt=False, nogil=True)
+def split_range(n, m, nv, fbuf, ibuf, kept, tbuf, nq, total, n_e, Wr, lin, lo, hi, mask, x, buf, deadline):
+    """``maxprod.brute_range`` over assignments ``lo:hi`` of the query ``split_prepare`` reduced (one worker's
+    share): ``(log value, index, cut)``."""
+    _, _, _, _, _, _, _, rcards, _, _, red_t, red_i, red_f, _ = _views(n, m, nv, fbuf, ibuf, kept, tbuf)
+    t, ptr, ch, w, var, val = reduced_views(red_t, red_i, red_f, n, total, n_e)
+    return brute_range(t, ptr, ch, w, Wr[:n_e], lin, var, val, rcards[:nq], lo, hi, mask, x, buf, deadline)
+
+
+@nb.njit(cache=True, nogil=True)
+def split_finish(net, role, value, out, r, fbuf, ibuf, kept, tbuf, status, nq, scaled, best, at, cuts, t0):
+    """Row ``r`` of ``out`` for a split brute-force query: ``status`` from ``split_prepare``; when 0, the workers'
+    ``best`` values at enumeration indices ``at`` (``cuts``: whose range was cut short) give the answer, the
+    first maximum in enumeration order, as ``brute_force``'s."""
+    node_type, child_ptr, children, log_w, W, _, leaf_var, leaf_val, plan, cards = net
+    n, nv = node_type.shape[0], cards.shape[0]
+    u, ue, _, _, st, _, qvars, rcards, xq, flags, _, _, _, _ = _views(n, children.shape[0], nv, fbuf, ibuf, kept,
+                                                                       tbuf)
+    s, lv, ub, ex = status, -np.inf, np.nan, False
+    if status == 0:
+        b = 0
+        for c in range(1, best.shape[0]):
+            if best[c] > best[b]:
+                b = c
+        assignment_at(rcards[:nq], at[b] if best[b] > -np.inf else 0, xq[:nq])
+        lv = _finish(node_type, child_ptr, children, log_w, W, leaf_var, leaf_val, plan, role, value, out[1][r],
+                     qvars, xq[:nq], u, ue, flags, scaled)
+        cut = cuts.any()
+        ub, ex = np.nan if cut else max(best[b], lv), not cut
+        if cut:
+            s = _cut_status()
+    _store(out, r, (s, lv, ex, ub, _as_tuple(st), 0, now() - t0))
