@@ -122,9 +122,9 @@ KBT_KEEP_BYTES = 256 << 20     # spnkit.map keeps one network's K-best scratch u
 def _kbt_buffers(spn: FlatSPN, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``spnkit.map``'s K-best tree scratch for ``spn`` and ``k``: the set kept for the last ``k`` when it is that
     one, else a new set, kept in its place when at most ``KBT_KEEP_BYTES``. Reused, its pages are mapped once:
-    made anew per call, K-best tree on a 1,000-node network cost ~90 ms per call at k = 2,000 before it
-    started (page faults; ``benchmarks/spn_interrupt.py``). (``spnkit.map``'s kernel holds the GIL: no two calls
-    share the set at once.)"""
+    made anew on every call (before this), the page faults alone cost ~90 ms per call from k = 500 on a network
+    of 8,281 nodes and 24,200 edges (``synthetic.mixture(40, 200)``, measured with a timeout that ends the
+    search at once). (``spnkit.map``'s kernel holds the GIL: no two calls share the set at once.)"""
     held = spn.__dict__.get("_kbt_scratch")
     if held is not None and held[0] == k:
         return held[1], held[2]

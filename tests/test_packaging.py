@@ -32,7 +32,8 @@ def _norm(reqs) -> set[str]:
 def test_environment_yml_names_the_same_dependencies_as_pyproject():
     proj = _pyproject()["project"]
     extras = proj["optional-dependencies"]
-    expected = _norm(proj["dependencies"] + extras["spn"] + extras["rl"] + extras["learn"] + extras["dev"])
+    expected = _norm(proj["dependencies"] + extras["spn"] + extras["dask"] + extras["rl"] + extras["learn"]
+                     + extras["dev"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
     assert len(pip_sections) == 1, "environment.yml needs exactly one pip: section"

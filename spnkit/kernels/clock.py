@@ -2,7 +2,7 @@
 stop word that lets Ctrl-C interrupt a kernel.
 
 On x86-64, ``now()`` reads the time-stamp counter (``llvm.readcyclecounter``: a few nanoseconds, no GIL, so
-``prange`` workers never queue on a lock to look at the clock); :func:`ticks_per_second` calibrates it once
+``map_batch``'s workers never queue on a lock to look at the clock); :func:`ticks_per_second` calibrates it once
 against ``time.perf_counter_ns``. Elsewhere it falls back to ``time.perf_counter_ns`` through object mode.
 
 Interrupting. Every place a kernel looks at its deadline it calls :func:`expired`, which also reads the *stop
@@ -11,12 +11,12 @@ word*: four int64 in this process's memory, reached from compiled code through a
 numba's cache finds it too: a numba global would be frozen into the machine code as a constant). Word 0 is 0
 while kernels run, 1 once :func:`request_stop` asked them to stop (``map_batch`` does, from the main thread, when
 Ctrl-C reaches it while its kernel runs in a helper thread without the GIL), 2 once a kernel's own signal poll
-met an exception (words 1-3 then hold it, see below). The check is an atomic load, so every ``prange`` worker
+met an exception (words 1-3 then hold it, see below). The check is an atomic load, so every batch worker
 sees a stop within one check interval.
 
 A kernel that holds the GIL on the main thread (``spnkit.map``'s) cannot be reached that way: Python runs signal
 handlers only between bytecodes. There :func:`expired` calls ``PyErr_CheckSignals`` itself, as C extensions do in
-long loops, only when ``PyGILState_Check`` says this thread holds the GIL (a ``prange`` worker has no thread state
+long loops, only when ``PyGILState_Check`` says this thread holds the GIL (a batch worker has released it
 and must never call into Python). When a handler raised (``KeyboardInterrupt`` from Ctrl-C, or whatever a user's
 handler raises), the exception is taken out of the thread state with ``PyErr_Fetch`` into words 1-3 (a kernel
 must not return with an exception set) and re-raised in Python by :func:`raise_fetched`.

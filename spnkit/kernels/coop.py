@@ -17,8 +17,9 @@ taken twice; the owner's ``pending`` count keeps it from finishing while any of 
 
 No worker waits on a subtree nobody can take: a waiting owner takes offered subtrees itself (its own included),
 and a worker out of queries stops once no worker is still taking queries (``BUSY`` 0), since a subtree exists
-only while its owner, busy until then, waits for it. Were numba to run two workers one after the other on one
-thread, the first would find ``BUSY`` 0 and leave, and the second would work alone.
+only while its owner, busy until then, waits for it. ``BUSY`` starts at the number of workers, set before any
+starts (``spnkit.batch``): counted as each started, a first worker through its queries before the second began
+would find ``BUSY`` 0 and leave the second alone.
 """
 
 from __future__ import annotations

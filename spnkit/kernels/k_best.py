@@ -67,6 +67,13 @@ def _pop(hv, ha, hb, size):
     return v, a, b, size
 
 
+@nb.njit(cache=True, inline="always")
+def _copy(src, dst, n):
+    """``dst[:n] = src[:n]`` as a loop: an array slice assignment compiles numba's shape-error path (~3 s cold)."""
+    for t in range(n):
+        dst[t] = src[t]
+
+
 @nb.njit(cache=True)
 def kbt_scratch(n, n_e, K):
     """Buffers ``(floats, ints)`` for ``k_best_trees`` on networks of up to ``n`` nodes and ``n_e`` edges.
@@ -135,7 +142,7 @@ def k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr, deadline)
             cnt[i] = m
         else:                                      # fold the children pairwise: K best sums of two lists
             n_prev = cnt[children[a]]
-            prev[:n_prev] = val[children[a], :n_prev]
+            _copy(val[children[a]], prev, n_prev)
             for e in range(a + 1, b):
                 c = children[e]
                 m = 0
@@ -151,9 +158,9 @@ def k_best_trees(node_type, child_ptr, children, log_w, K, fscr, iscr, deadline)
                             size = _push(hv, ha, hb, size, prev[0] + val[c, y + 1], 0, y + 1)
                 fcnt[e] = m
                 n_prev = m
-                prev[:m] = fval[e, :m]
+                _copy(fval[e], prev, m)
             cnt[i] = n_prev
-            val[i, :n_prev] = prev[:n_prev]
+            _copy(prev, val[i], n_prev)
     return val, cnt, src_e, src_k, fl, fr, keep < K
 
 

@@ -295,7 +295,8 @@ def _warm_start(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x):
     """Max-product's answer on a reduced network into ``x``, and its exact log value: the first incumbent of
     ``"exact"``."""
     bt, _ = best_tree(node_type, child_ptr, children, log_w, leaf_var, leaf_val, x.shape[0])
-    x[:] = bt
+    for i in range(x.shape[0]):       # a loop: an array slice assignment compiles numba's shape-error path (~3 s)
+        x[i] = bt[i]
     return log_value(node_type, child_ptr, children, log_w, leaf_var, leaf_val, bt, np.empty(node_type.shape[0]))
 
 

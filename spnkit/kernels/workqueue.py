@@ -1,14 +1,15 @@
-"""Dynamic scheduling for ``prange`` loops whose iterations differ in cost by orders of magnitude.
+"""Dynamic scheduling for ``map_batch``'s workers, whose queries differ in cost by orders of magnitude; and the
+atomic operations the workers share state with (``kernels.coop``).
 
-numba splits a ``prange`` into one contiguous block per thread before it starts. A batch of exact MAP queries is
+A static split, one contiguous block per thread fixed before the start (what numba's ``prange`` did when the
+batch ran as one ``parallel=True`` kernel), is wrong here. A batch of exact MAP queries is
 the worst case for that: on plants at 8:1:1 one of 14 queries takes 1.4 s of the batch's 3.2 s, and whichever
 thread holds it finishes alone (1.46x on two cores, where taking queries one at a time gives 1.85x).
 
 Here each worker takes the next block of rows from a shared counter, by an atomic fetch-and-add (``claim``).
 The blocks shrink as the work runs out (guided scheduling: a 1/(``SHARE`` * workers) share of what is left, at
 least one row), so a batch of 40,000 microsecond queries costs ~150 atomic operations and a batch of 15
-second-long ones is handed out a query at a time. No numba global (``set_parallel_chunksize`` reads a ctypes
-global, which keeps the kernel out of numba's cache).
+second-long ones is handed out a query at a time.
 """
 
 from __future__ import annotations
