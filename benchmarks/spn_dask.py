@@ -71,13 +71,13 @@ def main() -> None:
             ref = None
             for threads in (1, 2):
                 numba.set_num_threads(threads)
-                secs, df = _best(lambda m=method: spnkit.map_batch(spn, batch, m), args.repeats)
+                secs, df = _best(lambda m=method, b=batch: spnkit.map_batch(spn, b, m), args.repeats)
                 ref = df if ref is None else ref
                 rows.append({"method": method, "run": f"local {threads} thread(s)", "queries": n,
                              "seconds": round(secs, 3), "queries_per_s": round(n / secs), "same": _same(df, ref)})
                 print(rows[-1], file=sys.stderr, flush=True)
             warm_workers(client, spn, [method])
-            secs, df = _best(lambda m=method: spnkit.map_batch(spn, batch, m, client=client, progress=False),
+            secs, df = _best(lambda m=method, b=batch: spnkit.map_batch(spn, b, m, client=client, progress=False),
                              args.repeats)
             rows.append({"method": method, "run": "dask 2x1", "queries": n, "seconds": round(secs, 3),
                          "queries_per_s": round(n / secs), "same": _same(df, ref)})

@@ -1,6 +1,7 @@
 """``spnkit.map_batch(..., client=...)``: query batches on a Dask distributed cluster.
 
-The flat SPN is scattered to every worker once (``Client.scatter(..., broadcast=True)``; a ``FlatSPN`` pickles
+The flat SPN is scattered to every worker once, and kept there for the next batches on it
+(``Client.scatter(..., broadcast=True)``; a ``FlatSPN`` pickles
 as its arrays, without the compiled state it builds on first use, which each worker then builds once). The
 queries go out in chunks, one task each: a task runs ``spnkit.batch.solve_batch``, the same compiled workers as
 a local ``map_batch``, on ``threads_per_task`` threads (1: Dask's own threads are the parallelism), and returns
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -63,6 +65,21 @@ def warm_workers(client, spn: FlatSPN, methods=("bt",)) -> dict:
     return client.run(_warm, spn, tuple(methods))
 
 
+_SCATTERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()    # FlatSPN -> (client ref, its future)
+
+
+def _scattered(client, spn: FlatSPN):
+    """``spn`` on every worker of ``client``: scattered on the first batch, then kept (as long as ``spn`` lives)
+    for the next ones. Each scatter gets a new key (``hash=False``): under a content key, a batch that scattered
+    the network again while the previous batch's copy was being released lost it ("lost dependencies")."""
+    held = _SCATTERED.get(spn)
+    if held is not None and held[0]() is client and held[1].status == "finished":
+        return held[1]
+    fut = client.scatter(spn, broadcast=True, hash=False)
+    _SCATTERED[spn] = (weakref.ref(client), fut)
+    return fut
+
+
 def map_batch_dask(client, spn: FlatSPN, roles: np.ndarray, values: np.ndarray, method: str, opts: dict, *,
                    chunk_size: int | None = None, threads_per_task: int = 1, progress: bool = True) -> pd.DataFrame:
     """``spnkit.map_batch`` on ``client``'s cluster (``map_batch(..., client=client)`` calls this): ``roles`` and
@@ -81,7 +98,7 @@ def map_batch_dask(client, spn: FlatSPN, roles: np.ndarray, values: np.ndarray, 
     if isinstance(threads_per_task, bool) or not isinstance(threads_per_task, int) or threads_per_task < 1:
         raise QueryError(f"threads_per_task={threads_per_task!r}; expected an integer >= 1")
     bounds = [(a, min(m, a + chunk_size)) for a in range(0, m, chunk_size)]
-    remote = client.scatter(spn, broadcast=True)
+    remote = _scattered(client, spn)
     futures = {client.submit(_solve_chunk, remote, np.array(roles[a:b]), np.array(values[a:b]), method, dict(opts),
                              threads_per_task, pure=False): i for i, (a, b) in enumerate(bounds)}
     parts: list = [None] * len(bounds)

@@ -308,3 +308,16 @@ def test_argmax_product_is_never_below_the_best_tree_value(case):
     amap = spnkit.map(spn, q, method="amap")
     assert amap.log_value >= tree - 1e-9
     assert amap.log_value <= spnkit.map(spn, q, method="brute").log_value + 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(spn_and_query(max_vars=7), st.sampled_from([1, 3, 40])), min_size=2, max_size=6))
+def test_kbt_scratch_kept_per_network_gives_what_fresh_scratch_gives(calls):
+    """spnkit.map keeps a network's K-best scratch for its last k (map_api._kbt_buffers): calls in any order of
+    networks, queries and k give what map_batch gives on its own fresh scratch."""
+    for (spn, q), k in calls:
+        r = spnkit.map(spn, q, method="kbt", k=k)
+        df = spnkit.map_batch(spn, [q], method="kbt", k=k)
+        assert r.log_value == df["log_value"][0]
+        assert r.assignment.tolist() == df["assignment"][0].tolist()
+        assert spn.__dict__["_kbt_scratch"][0] == k
