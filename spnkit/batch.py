@@ -1,8 +1,8 @@
 """``spnkit.map_batch``'s engine: one serial, GIL-free worker kernel per thread.
 
 A batch runs its method's worker kernel (``kernels.solve.BATCH_WORKERS``) on ``workers`` threads at once: the
-calling thread and daemon threads of :data:`TEAM`. Each worker claims blocks of rows from a shared counter (guided
-scheduling, ``kernels.workqueue``) and solves them on its own scratch; a branch-and-bound worker out of rows takes
+calling thread and daemon threads of ``spnkit.interrupt.TEAM``. Each worker claims blocks of rows from a shared
+counter (guided scheduling, ``kernels.workqueue``) and solves them on its own scratch; a branch-and-bound worker out of rows takes
 subtrees that the other searches hand out (``kernels.coop``); a long brute-force enumeration is split over all
 workers afterwards. The kernels release the GIL, so the threads run on all cores.
 
@@ -13,11 +13,9 @@ a serial worker per method family compiles in seconds, and only for the method a
 
 from __future__ import annotations
 
-import queue
-import threading
-
 import numpy as np
 
+from .interrupt import TEAM
 from .kernels.clock import RUN, stop_state
 from .kernels.coop import BUSY, make_coop
 from .kernels.k_best import kbt_scratch
@@ -33,56 +31,6 @@ from .kernels.solve import (
     split_prepare,
     split_range,
 )
-
-
-class _Team:
-    """Daemon threads that run batch workers. A thread is reserved for each job as it is handed out (one is started
-    when none is idle), so every job of a batch runs at once however many batches run concurrently (a search
-    worker waits for the others, ``kernels.coop``: two of its jobs queued one behind the other would never end).
-    Daemons: a worker left running never keeps the interpreter from exiting."""
-
-    def __init__(self):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._idle = 0
-        self._lock = threading.Lock()
-
-    def _loop(self) -> None:
-        while True:
-            fn, args, box, i, done = self._jobs.get()
-            try:
-                box[i] = (True, fn(*args))
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                box[i] = (False, e)
-            finally:
-                with self._lock:
-                    self._idle += 1
-                done.release()
-
-    def run(self, calls: list[tuple]) -> list:
-        """``[fn(*args) for fn, args in calls]``, all at once: the first on this thread, the others on this team's
-        threads. Raises the first call's exception, if any, once every call has returned."""
-        box: list = [None] * len(calls)
-        done = threading.Semaphore(0)
-        for i, (fn, args) in enumerate(calls[1:], 1):
-            with self._lock:
-                if self._idle > 0:
-                    self._idle -= 1
-                else:
-                    threading.Thread(target=self._loop, name="spnkit-worker", daemon=True).start()
-            self._jobs.put((fn, args, box, i, done))
-        try:
-            box[0] = (True, calls[0][0](*calls[0][1]))
-        except BaseException as e:  # noqa: BLE001 - raised below, after the other calls have returned
-            box[0] = (False, e)
-        for _ in calls[1:]:
-            done.acquire()
-        for ok, value in box:
-            if not ok:
-                raise value
-        return [value for _, value in box]
-
-
-TEAM = _Team()
 
 
 def solve_batch(net, roles, values, opts: np.ndarray, workers: int) -> tuple:

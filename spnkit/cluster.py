@@ -33,7 +33,7 @@ import pandas as pd
 from .batch import solve_batch
 from .errors import Interrupted, QueryError
 from .flat_spn import FlatSPN
-from .kernels.solve import N_STATS
+from .kernels.solve import METHOD_CODES, batch_setup
 
 
 def _solve_chunk(spn: FlatSPN, roles: np.ndarray, values: np.ndarray, method: str, opts: dict,
@@ -134,9 +134,7 @@ def _join(spn, roles, values, method, parts, bounds, done) -> pd.DataFrame:
             f = e.partial
         f["query"] += a
         frames.append(f)
-    if not frames:
-        nv = roles.shape[1]
-        empty = (np.zeros(0, dtype=np.int64), np.zeros((0, nv), dtype=np.int64), np.zeros(0), np.zeros(0, dtype=bool),
-                 np.zeros(0), np.zeros((0, N_STATS), dtype=np.int64), np.zeros(0))
+    if not frames:                          # the outputs of a batch of no rows, as batch_setup lays them out
+        empty = batch_setup(spn.kernel_arrays, roles[:0], values[:0], METHOD_CODES[method], 1)[0]
         return batch_frame(spn, roles[:0], values[:0], method, empty)
     return pd.concat(frames, ignore_index=True)

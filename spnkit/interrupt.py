@@ -6,7 +6,7 @@ kernel stops with its best answer so far and :func:`raise_interrupted` raises it
 carrying that answer.
 
 ``spnkit.map_batch``'s workers run on all cores without the GIL (``spnkit.batch``). Called from the main thread (a
-notebook cell, a script), the batch runs on :data:`KERNEL_THREAD` while the main thread waits on an event, where
+notebook cell, a script), the batch runs on a thread of :data:`TEAM` while the main thread waits on a semaphore, where
 Python delivers Ctrl-C at once; the main thread then sets the kernels' stop word (``clock.request_stop``): no
 worker starts another query, the queries running end at their next check point (every ``check_every`` search
 nodes, every 256 brute-force assignments, every sum node of AMAP, every 64 nodes of K-best tree, every beam
@@ -26,55 +26,92 @@ from .kernels.clock import clear_stop as _clear_stop
 from .kernels.clock import raise_fetched, request_stop
 
 
-class _KernelThread:
-    """One daemon thread that runs the main thread's batches, one at a time (a daemon: a kernel left running
-    after a second Ctrl-C never keeps the interpreter from exiting)."""
+class ThreadTeam:
+    """Daemon threads for batch work, shared by every batch in the process (daemons: a kernel left running after a
+    second Ctrl-C never keeps the interpreter from exiting). A thread is reserved for each job as it is handed out
+    (one is started when none is idle), so every job of a batch runs at once however many batches run
+    concurrently (a search worker waits for the others, ``kernels.coop``: two of its jobs queued one behind the
+    other would never end)."""
 
     def __init__(self):
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._idle = 0
         self._lock = threading.Lock()
 
     def _loop(self) -> None:
         while True:
-            fn, args, box, done = self._jobs.get()
+            fn, args, box, i, done = self._jobs.get()
             try:
-                box["result"] = fn(*args)
-            except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
-                box["error"] = e
+                box[i] = (True, fn(*args))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                box[i] = (False, e)
             finally:
-                if box.get("stopped"):
-                    _clear_stop()       # the stop was for this job: the next one starts clean
-                done.set()
+                with self._lock:
+                    self._idle += 1
+                done.release()
 
-    def run(self, fn, args: tuple) -> tuple[object, bool]:
-        """``fn(*args)`` on this thread: ``(its result, whether Ctrl-C asked it to stop)``."""
+    def _submit(self, fn, args: tuple, box: list, i: int, done: threading.Semaphore) -> None:
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="spnkit-kernel", daemon=True)
-                self._thread.start()
-        box: dict = {}
-        done = threading.Event()
-        self._jobs.put((fn, args, box, done))
+            if self._idle > 0:
+                self._idle -= 1
+            else:
+                threading.Thread(target=self._loop, name="spnkit-worker", daemon=True).start()
+        self._jobs.put((fn, args, box, i, done))
+
+    def run(self, calls: list[tuple]) -> list:
+        """``[fn(*args) for fn, args in calls]``, all at once: the first on this thread, the others on the team's
+        threads. Raises the first call's exception, if any, once every call has returned."""
+        box: list = [None] * len(calls)
+        done = threading.Semaphore(0)
+        for i, (fn, args) in enumerate(calls[1:], 1):
+            self._submit(fn, args, box, i, done)
         try:
-            done.wait()
+            box[0] = (True, calls[0][0](*calls[0][1]))
+        except BaseException as e:  # noqa: BLE001 - raised below, after the other calls have returned
+            box[0] = (False, e)
+        for _ in calls[1:]:
+            done.acquire()
+        for ok, value in box:
+            if not ok:
+                raise value
+        return [value for _, value in box]
+
+    def call_stoppable(self, fn, args: tuple) -> tuple[object, bool]:
+        """``fn(*args)`` on a team thread while this thread waits where Python delivers Ctrl-C: ``(its result,
+        whether Ctrl-C asked it to stop)``. Ctrl-C sets the kernels' stop word, which the job clears when it
+        ends (the stop was for it: the next one starts clean)."""
+        stopped = [False]
+
+        def job():
+            try:
+                return fn(*args)
+            finally:
+                if stopped[0]:
+                    _clear_stop()
+
+        box: list = [None]
+        done = threading.Semaphore(0)
+        self._submit(job, (), box, 0, done)
+        try:
+            done.acquire()
         except KeyboardInterrupt:
-            box["stopped"] = True
+            stopped[0] = True
             request_stop()
-            done.wait()         # milliseconds: the kernels' next check points (a second Ctrl-C leaves them to it)
-        if "error" in box:
-            raise box["error"]
-        return box["result"], bool(box.get("stopped"))
+            done.acquire()      # milliseconds: the kernels' next check points (a second Ctrl-C leaves them to it)
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value, stopped[0]
 
 
-KERNEL_THREAD = _KernelThread()
+TEAM = ThreadTeam()
 
 
 def run_batch_kernel(fn, args: tuple) -> tuple[object, bool]:
     """``fn(*args)`` (a batch, ``spnkit.batch.solve_batch``) so that Ctrl-C can stop it: ``(result, whether Ctrl-C came)``.
     (Off the main thread, the second is False: the caller tells from its rows whether a stop cut them.)"""
     if threading.current_thread() is threading.main_thread():
-        return KERNEL_THREAD.run(fn, args)
+        return TEAM.call_stoppable(fn, args)
     return fn(*args), False
 
 
