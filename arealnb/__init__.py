@@ -25,7 +25,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Heavy names load on first use, so `import arealnb` stays cheap (no torch, no vLLM).
-_LAZY = {"VLLMEngine": "engines", "ThreadPolicy": "engines", "WeightSpec": "engines", "Trainer": "trainer",
+_LAZY = {"VLLMEngine": "engines", "RemoteVLLMEngine": "engines", "ThreadPolicy": "engines", "WeightSpec": "engines", "Trainer": "trainer",
          "TrainerConfig": "trainer", "StalenessManager": "staleness"}
 __all__ += list(_LAZY)
 

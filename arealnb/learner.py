@@ -28,11 +28,12 @@ class Learner:
     cfg : a :class:`arealnb.trainer.TrainerConfig` (lr, betas, clip, loss switches, packing budget...).
     """
 
-    def __init__(self, policy_path: str | os.PathLike, cfg, device: str = "cpu"):
+    def __init__(self, policy_path: str | os.PathLike, cfg, device: str = "cpu", comm=None):
         import torch
         from transformers import AutoModelForCausalLM
 
         self.cfg = cfg
+        self.comm = comm                # arealnb.distributed.Comm: this rank's shard, gradients summed over ranks
         self.device = torch.device(device)
         from transformers.utils import logging as hf_logging
 
@@ -81,6 +82,9 @@ class Learner:
             adv = (adv - mean) / (std + 1e-6)
         tensors = [self._tensors(t, a) for t, a in zip(trajs, adv, strict=True)]
         minibatches = np.array_split(np.arange(len(trajs)), max(1, min(c.ppo_n_minibatches, len(trajs))))
+        n_tokens_mb = [int(sum(trajs[int(i)].n_output for i in mb)) for mb in minibatches]
+        if self.comm is not None:      # every rank sees the whole batch (advantages, token counts) and trains its share
+            minibatches = [self.comm.shard(mb, [len(trajs[int(i)].input_ids) for i in mb]) for mb in minibatches]
         plans = [ppo.allocate_microbatches([len(trajs[i].input_ids) for i in mb], c.max_tokens_per_mb)
                  for mb in minibatches]
         prox: dict[int, torch.Tensor] = {}
@@ -98,8 +102,7 @@ class Learner:
             t_prox = time.perf_counter() - tp
         sums = {"n": 0.0, "clipped": 0.0, "filtered": 0.0, "approx_kl": 0.0}
         imp_max, loss_total, grad_norms, gap = 0.0, 0.0, [], 0.0
-        for mb, plan in zip(minibatches, plans, strict=True):
-            n_tokens = int(sum(trajs[int(i)].n_output for i in mb))
+        for mb, plan, n_tokens in zip(minibatches, plans, n_tokens_mb, strict=True):
             self.optimizer.zero_grad(set_to_none=True)
             for part in plan:
                 idx = [int(mb[j]) for j in part]
@@ -123,16 +126,23 @@ class Learner:
                 cur = mask & (versions == version)
                 if cur.any():
                     gap = max(gap, float((logp.detach() - behav)[cur].abs().max()))
+            if self.comm is not None:
+                self.comm.sum_grads(self.model)
             gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.gradient_clipping)
             grad_norms.append(float(gn))
             self.optimizer.step()
+        n_mb = sum(len(p) for p in plans)
+        if self.comm is not None:
+            loss_total, n_mb, *vals = self.comm.sum_floats([loss_total, n_mb, *sums.values()])
+            sums = dict(zip(sums, vals, strict=True))
+            imp_max, gap = self.comm.max_floats([imp_max, gap])
         n = max(sums["n"], 1.0)
         return {
             "loss": loss_total / len(minibatches), "clip_fraction": sums["clipped"] / n,
             "filtered_fraction": sums["filtered"] / n, "approx_kl": sums["approx_kl"] / n,
             "imp_weight_max": imp_max, "grad_norm": float(np.mean(grad_norms)) if grad_norms else 0.0,
             "behav_logp_gap": gap, "prox_seconds": t_prox, "learner_seconds": time.perf_counter() - t0,
-            "microbatches": sum(len(p) for p in plans), "trained_tokens": int(sum(len(t.input_ids) for t in trajs)),
+            "microbatches": int(n_mb), "trained_tokens": int(sum(len(t.input_ids) for t in trajs)),
         }
 
     def _tensors(self, t: Trajectory, adv: float):
@@ -141,6 +151,12 @@ class Learner:
         mask = torch.from_numpy(t.loss_mask)
         return (mask, torch.from_numpy(t.logprobs.astype(np.float32)), torch.from_numpy(t.versions),
                 mask.float() * float(adv))
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+    def close(self) -> None:
+        """Nothing to release in one process (:class:`arealnb.distributed.DataParallelLearner` stops its ranks)."""
 
     def state_dict(self) -> dict:
         """The live parameters (not copies): the engine copies them during a push; step only after it returns."""

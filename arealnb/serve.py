@@ -14,8 +14,9 @@ up, in their own sessions, until stopped by hand. ``PR_SET_PDEATHSIG`` would tie
 them, which kills a server started from a worker thread the moment that thread ends.) Each server gets its own folder for vLLM's IPC sockets, removed at stop (vLLM leaves
 hundreds of socket files in ``$TMPDIR`` otherwise: ../shared/VLLM_CPU.md §8).
 
-This is the process side of ``arealnb.engines.RemoteVLLMEngine`` (issue 21); on its own it also serves a policy to
-anything that speaks the OpenAI API.
+This is the process side of :class:`arealnb.engines.RemoteVLLMEngine`; on its own it also serves a policy to
+anything that speaks the OpenAI API. On other machines (GPU boxes) run :func:`serve_command`'s command line
+with ``VLLM_SERVER_DEV_MODE=1`` instead.
 """
 
 from __future__ import annotations
@@ -52,6 +53,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+WORKER_EXTENSION = "arealnb.engines.remote_worker.WeightLoader"
+
+
+def serve_command(model: str | os.PathLike, *, port: int = 8000, host: str = "127.0.0.1", dtype: str = "float32",
+                  kv_cache_bytes: int = 64 << 20, max_num_seqs: int = 64, max_model_len: int | None = None,
+                  seed: int = 0, enforce_eager: bool = True, extra_args=()) -> list[str]:
+    """The command line of a rollout server for :class:`arealnb.engines.RemoteVLLMEngine` (run it with
+    ``VLLM_SERVER_DEV_MODE=1`` in its environment, on a machine where ``arealnb`` is importable: its worker loads
+    pushed weights through :mod:`arealnb.engines.remote_worker`).
+
+    The flags are the in-process engine's settings (``engines.vllm_common.build_llm``): an explicit KV-cache size,
+    no chunked prefill or prefix caching, the sampler's log-probs, eager mode (``enforce_eager=False`` on a GPU
+    box for CUDA graphs); plus ``--enable-scale-out`` (the token-in/token-out ``/inference/v1/generate``
+    endpoint, which reports each token's weight version) and the weight-loading worker extension."""
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--served-model-name", SERVED_NAME, "--host", host, "--port", str(int(port)),
+           "--dtype", dtype, "--kv-cache-memory-bytes", str(int(kv_cache_bytes)),
+           "--max-num-seqs", str(int(max_num_seqs)), "--seed", str(int(seed)),
+           "--no-enable-chunked-prefill", "--no-enable-prefix-caching", "--logprobs-mode", "processed_logprobs",
+           "--enable-scale-out", "--worker-extension-cls", WORKER_EXTENSION]
+    if enforce_eager:
+        cmd.append("--enforce-eager")
+    if max_model_len is not None:
+        cmd += ["--max-model-len", str(int(max_model_len))]
+    return cmd + list(extra_args)
+
+
 _LIVE: set[VLLMServer] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -61,13 +89,16 @@ class VLLMServer:
 
     ``dtype`` float32 by default (log-probs that match a learner's recompute); ``kv_cache_bytes``: the KV cache
     (vLLM would otherwise take ~11 GiB); ``log_dir``: where ``server-<port>.log`` goes (default a temporary
-    folder, kept after stop so the log can be read); ``extra_args``: more ``vllm serve`` flags. Use as a context
-    manager, or :meth:`start` / :meth:`stop`."""
+    folder, kept after stop so the log can be read); ``extra_args``: more ``vllm serve`` flags; ``cpus``: the cores
+    its model threads are bound to (``VLLM_CPU_OMP_THREADS_BIND``; vLLM's own default binds every server to core 0).
+    The model runs in the engine-core process (``--distributed-executor-backend uni``: two processes per server, not
+    three). Use as a context manager, or :meth:`start` / :meth:`stop`."""
 
     def __init__(self, model: str | os.PathLike, *, port: int | None = None, dtype: str = "float32",
                  kv_cache_bytes: int = 64 << 20, max_num_seqs: int = 64, max_model_len: int | None = None,
                  seed: int = 0, startup_timeout: float = 300.0, log_dir: str | os.PathLike | None = None,
-                 extra_args: tuple[str, ...] | list[str] = (), env: dict[str, str] | None = None):
+                 extra_args: tuple[str, ...] | list[str] = (), env: dict[str, str] | None = None,
+                 cpus: str | None = None):
         self.model = Path(model)
         if not (self.model / "config.json").is_file():
             raise ConfigError(f"{self.model} is not a model folder (no config.json): build one with "
@@ -83,8 +114,12 @@ class VLLMServer:
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="arealnb-serve-"))
         self.log_path = self.log_dir / f"server-{self.port}.log"
         self.extra_args, self.env = tuple(extra_args), dict(env or {})
+        if cpus is not None and (not isinstance(cpus, str) or not cpus.strip()):
+            raise ConfigError(f"cpus={cpus!r}; expected core ids as vLLM takes them, e.g. '0', '1' or '0-1'")
+        self.cpus = cpus
         self.proc: subprocess.Popen | None = None
         self._rpc_dir: str | None = None
+        self._shm: set[str] = set()
         self._log = None
 
     # -- properties ---------------------------------------------------------------------------------
@@ -94,14 +129,9 @@ class VLLMServer:
 
     def command(self) -> list[str]:
         """The ``vllm serve`` command line this server runs."""
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
-               "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(self.port),
-               "--dtype", self.dtype, "--enforce-eager", "--kv-cache-memory-bytes", str(self.kv_cache_bytes),
-               "--max-num-seqs", str(self.max_num_seqs), "--seed", str(self.seed),
-               "--no-enable-chunked-prefill", "--no-enable-prefix-caching", "--logprobs-mode", "processed_logprobs"]
-        if self.max_model_len is not None:
-            cmd += ["--max-model-len", str(int(self.max_model_len))]
-        return cmd + list(self.extra_args)
+        return serve_command(self.model, port=self.port, dtype=self.dtype, kv_cache_bytes=self.kv_cache_bytes,
+                             max_num_seqs=self.max_num_seqs, max_model_len=self.max_model_len, seed=self.seed,
+                             extra_args=("--distributed-executor-backend", "uni", *self.extra_args))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -121,7 +151,7 @@ class VLLMServer:
         self._rpc_dir = tempfile.mkdtemp(prefix="arealnb-vllm-rpc-")
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_RPC_BASE_PATH": self._rpc_dir,
                "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1",
-               **self.env}
+               **({"VLLM_CPU_OMP_THREADS_BIND": self.cpus} if self.cpus else {}), **self.env}
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -138,6 +168,7 @@ class VLLMServer:
                     raise ServerStartError(f"vllm serve for {self.model} exited with code {self.proc.returncode} "
                                            f"before it was ready; log {self.log_path}:\n{self.log_tail()}")
                 if self._healthy():
+                    self._shm |= _group_shm(self.proc.pid)
                     return
                 if time.monotonic() > deadline:
                     raise ServerStartError(f"vllm serve for {self.model} was not ready after {self.startup_timeout:g} s "
@@ -159,6 +190,7 @@ class VLLMServer:
         left after ``grace`` seconds. Idempotent."""
         p = self.proc
         if p is not None:
+            self._shm |= _group_shm(p.pid)
             for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, sig)
@@ -170,6 +202,10 @@ class VLLMServer:
         if self._rpc_dir is not None:
             shutil.rmtree(self._rpc_dir, ignore_errors=True)
             self._rpc_dir = None
+        for f in self._shm:             # vLLM's shared-memory queues outlive a stopped (or killed) server
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+        self._shm = set()
         with _LIVE_LOCK:
             _LIVE.discard(self)
 
@@ -200,6 +236,22 @@ class VLLMServer:
         return f"VLLMServer({self.model.name}, {self.url}, {state})"
 
 
+def _group_shm(pgid: int) -> set[str]:
+    """The ``/dev/shm`` files mapped by the processes of group ``pgid`` (Linux ``/proc``; empty elsewhere)."""
+    found: set[str] = set()
+    for d in Path("/proc").glob("[0-9]*") if Path("/proc").is_dir() else ():
+        try:
+            if os.getpgid(int(d.name)) != pgid:
+                continue
+            for line in (d / "maps").read_text().splitlines():
+                i = line.find("/dev/shm/")
+                if i >= 0:
+                    found.add(line[i:].removesuffix(" (deleted)"))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def _group_gone(p: subprocess.Popen, wait: float) -> bool:
     """Whether process group ``p.pid`` has no process left, waiting up to ``wait`` s (the leader reaped)."""
     deadline = time.monotonic() + wait
@@ -218,14 +270,16 @@ def _group_gone(p: subprocess.Popen, wait: float) -> bool:
 
 
 def start_servers(model: str | os.PathLike, n: int, **kwargs) -> list[VLLMServer]:
-    """``n`` servers of ``model`` started side by side (each on its own port; ``kwargs`` as :class:`VLLMServer`'s);
-    all stopped if any fails to start."""
+    """``n`` servers of ``model`` started side by side (each on its own port; ``kwargs`` as :class:`VLLMServer`'s),
+    server ``i`` bound to core ``i mod cores`` unless ``cpus`` is given; all stopped if any fails to start."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"n={n!r}; expected a number of servers >= 1")
     ports: set[int] = set()
     while len(ports) < n:
         ports.add(free_port())
-    servers = [VLLMServer(model, port=p, **kwargs) for p in sorted(ports)]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    servers = [VLLMServer(model, port=p, **{"cpus": str(cores[i % len(cores)]), **kwargs})
+               for i, p in enumerate(sorted(ports))]
     try:
         for s in servers:
             s.spawn()

@@ -11,7 +11,8 @@ Three actors share the kernel's event loop and two cores:
   its own thread (the event loop stays free, generation keeps flowing), then pushes the weights as version
   ``v + 1``. The engine swaps them between two decode steps (its update is pause → reload → resume, atomic for
   decoding); in-flight samples continue under the configured interrupt mode with per-token versions.
-* **Engine** — :class:`arealnb.engines.VLLMEngine` on its own thread, used only through
+* **Engine** — :class:`arealnb.engines.VLLMEngine` on its own thread, or ``vllm serve`` processes through
+  :class:`arealnb.engines.RemoteVLLMEngine` (``TrainerConfig.rollout_servers``), used only through
   :class:`arealnb.api.InferenceEngine`.
 
 ``mode="sync"`` is the strict baseline: η = 0 (exactly one batch per version), the learner waits for the slowest
@@ -99,7 +100,13 @@ class TrainerConfig:
     learner_threads: int = _help("torch threads of the learner while the engine generates (async); sync mode's "
                                  "learner uses every core while the engine is paused", default=1)
     engine_kwargs: dict | None = _help("extra vllm.EngineArgs fields (GPU boxes)", default=None)
+    rollout_servers: list[str] | None = _help("URLs of `vllm serve` rollout servers (arealnb.serve); None: an "
+                                              "in-process engine", default=None)
+    weight_dir: str | None = _help("with rollout_servers: a folder every server reads pushed weights from "
+                                   "(default /dev/shm when the servers are local)", default=None)
     seed: int = _help("seeds problems, sampling and torch", default=0)
+    learner_world_size: int = _help("learner ranks (data parallel, torch.distributed gloo): the batch is split "
+                                    "over them, gradients summed; rank 0 pushes the weights", default=1)
     keep_trajectories: int = _help("recent trajectories kept for inspection (trainer.recent)", default=256)
 
     def __post_init__(self) -> None:
@@ -120,7 +127,7 @@ class TrainerConfig:
         if eta != math.inf:
             self.max_staleness = int(eta)
         for name in ("consumer_batch_size", "group_size", "max_new_tokens", "ppo_n_minibatches", "reward_workers",
-                     "max_tokens_per_mb"):
+                     "max_tokens_per_mb", "learner_world_size"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 bad(name, "an int >= 1")
         for name in ("max_concurrent_rollouts", "pack_row_tokens", "max_num_seqs"):
@@ -163,6 +170,16 @@ class TrainerConfig:
             bad("interrupt", "'recompute', 'keep' or 'abort'")
         if self.engine_kwargs is not None and not isinstance(self.engine_kwargs, dict):
             bad("engine_kwargs", "None or a dict of vllm.EngineArgs fields")
+        rs = self.rollout_servers
+        if rs is not None:
+            if isinstance(rs, str) or not isinstance(rs, (list, tuple)) or not rs or \
+                    not all(isinstance(u, str) for u in rs):
+                bad("rollout_servers", "None or a non-empty list of server URLs ('http://host:port')")
+            self.rollout_servers = list(rs)
+            if self.engine_kwargs:
+                bad("engine_kwargs", "None with rollout_servers (give vLLM flags to the servers instead)")
+        if self.weight_dir is not None and not isinstance(self.weight_dir, str):
+            bad("weight_dir", "None or a folder path (str)")
 
     @property
     def effective_staleness(self) -> float:
@@ -641,9 +658,14 @@ class Trainer:
             from .learner import Learner
 
             torch.manual_seed(self.cfg.seed)
-            self._learner = Learner(self.policy_path, self.cfg)
+            if self.cfg.learner_world_size > 1:
+                from .distributed import DataParallelLearner
+
+                self._learner = DataParallelLearner(self.policy_path, self.cfg, threads=self.cfg.learner_threads)
+            else:
+                self._learner = Learner(self.policy_path, self.cfg)
             if self._optimizer_state is not None:
-                self._learner.optimizer.load_state_dict(self._optimizer_state)
+                self._learner.load_optimizer_state(self._optimizer_state)
                 self._optimizer_state = None
         return self._learner
 
@@ -656,18 +678,30 @@ class Trainer:
         if self._learner is None:
             await asyncio.get_running_loop().run_in_executor(self._learner_pool, self._get_learner)
         if self.engine is None:
-            from .engines import ThreadPolicy, VLLMEngine
+            from .engines import RemoteVLLMEngine, ThreadPolicy, VLLMEngine
 
+            policy = ThreadPolicy(learner_with_engine=c.learner_threads)
             seqs = c.max_num_seqs or min(256, c.concurrent_rollouts * c.group_size)
-            engine = VLLMEngine(self.policy_path, dtype="float32", max_num_seqs=seqs,
-                                kv_cache_bytes=c.kv_cache_bytes, interrupt=c.interrupt, seed=c.seed,
-                                engine_kwargs=c.engine_kwargs, version=self.version,
-                                thread_policy=ThreadPolicy(learner_with_engine=c.learner_threads))
+            if c.rollout_servers:
+                engine = RemoteVLLMEngine(c.rollout_servers, self.policy_path, interrupt=c.interrupt,
+                                          version=self.version, weight_dir=c.weight_dir, thread_policy=policy)
+            else:
+                engine = VLLMEngine(self.policy_path, dtype="float32", max_num_seqs=seqs,
+                                    kv_cache_bytes=c.kv_cache_bytes, interrupt=c.interrupt, seed=c.seed,
+                                    engine_kwargs=c.engine_kwargs, version=self.version, thread_policy=policy)
             assert isinstance(engine, InferenceEngine)
             await engine.start()
+            if c.rollout_servers:    # servers may hold another run's weights: serve the learner's, as self.version
+                try:
+                    await engine.reset_weights(self._learner.state_dict(), self.version)
+                except BaseException:
+                    await engine.close()
+                    raise
             self.engine = engine
 
     def _close_threads(self) -> None:
+        if self._learner is not None:
+            self._learner.close()
         if self._learner_pool is not None:
             self._learner_pool.shutdown(wait=True)
             self._learner_pool = None
@@ -939,4 +973,6 @@ class Trainer:
             "capacity": self.staleness.get_capacity(self.version), "staleness_violations": violations,
             "mean_length": float(np.mean([t.n_output for t in trajs])),
             "truncated_fraction": float(np.mean([t.finish_reason == "length" for t in trajs])),
+            "servers_lost": int(es.get("servers_lost", 0)),
+            "requests_resubmitted": int(es.get("requests_resubmitted", 0)),
         }

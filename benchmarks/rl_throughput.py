@@ -5,6 +5,7 @@
     python benchmarks/rl_throughput.py --dashboard [--sizes tiny] [--seconds 30] [--repeats 2]
                                        [--draw-budgets 0.15,0.05] [--modes sync,async]
     python benchmarks/rl_throughput.py --packing
+    python benchmarks/rl_throughput.py --engine inprocess,remote --servers 1,2 [--learner-ranks 1,2]
 
 For each policy and each configuration — strict ``sync`` (engine paused while the learner trains on every core),
 then ``async`` with η = 0, 1, 2, 4, 8 — one :class:`arealnb.Trainer` on the long-tailed ``RunningSum`` task
@@ -19,6 +20,12 @@ same wall-clock budget (``--seconds``). Columns:
 * ``reward_end`` — mean training-batch reward over the last third of the window's steps.
 * ``other_cpu`` — cores used by other processes during the window (from /proc/stat minus this process): on 2
   cores anything above ~0.1 makes the row suspect.
+
+``--engine remote`` runs the same configurations with the rollouts on ``--servers`` local ``vllm serve`` processes
+(:mod:`arealnb.serve`, each bound to its own core, started once per server count and reused: each trainer first
+loads its initial weights onto them) through :class:`arealnb.engines.RemoteVLLMEngine`; ``--learner-ranks`` adds
+data-parallel learners (``learner_world_size``). Column ``engine`` says which (``in-process``, ``remote x1``, ...),
+``ranks`` the learner ranks; ``x_sync`` compares with the sync row of the same policy, engine and ranks.
 
 ``--dashboard`` instead measures what the live :class:`arealnb.widgets.Dashboard` costs (table
 ``rl_dashboard``): per policy, ``sync`` and ``async eta=4`` run alternately without a dashboard and with one per
@@ -47,6 +54,7 @@ from _report import report
 
 from arealnb import RunningSum, Trainer, TrainerConfig
 from arealnb.models import build_policy
+from arealnb.serve import start_servers
 
 
 def _cpu_busy_seconds() -> float:
@@ -62,11 +70,17 @@ def _self_cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _kv_bytes(size: str) -> int:
+    return (64 if size == "tiny" else 256) << 20
+
+
 def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int, interrupt: str,
-            concurrency: int | None, learner_threads: int = 1, dashboard: float | None = None) -> dict:
+            concurrency: int | None, learner_threads: int = 1, dashboard: float | None = None,
+            servers: list | None = None, ranks: int = 1) -> dict:
     cfg = TrainerConfig(mode=mode, max_staleness=eta, consumer_batch_size=8, group_size=4, max_new_tokens=128,
                         lr=1e-4, seed=0, interrupt=interrupt, max_concurrent_rollouts=concurrency,
-                        kv_cache_bytes=(64 if size == "tiny" else 256) << 20, learner_threads=learner_threads)
+                        kv_cache_bytes=_kv_bytes(size), learner_threads=learner_threads,
+                        rollout_servers=[s.url for s in servers] if servers else None, learner_world_size=ranks)
     with Trainer(cfg, path, RunningSum()) as t:
         t.run_sync(steps=warmup)
         n0 = len(t.metrics)
@@ -85,7 +99,8 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
         draws = (dash.draws, dash.draw_seconds, dash.loop_seconds) if dash else (0, 0.0, 0.0)
     tail = df.iloc[-max(1, len(df) // 3):]
     return {
-        "policy": size, "config": "sync" if mode == "sync" else f"async eta={eta}", "steps": len(df),
+        "policy": size, "engine": f"remote x{len(servers)}" if servers else "in-process", "ranks": ranks,
+        "config": "sync" if mode == "sync" else f"async eta={eta}", "steps": len(df),
         "eff_tok_s": round(df.consumed_tokens.sum() / elapsed, 1),
         "gen_tok_s": round((es1["tokens_generated"] - es0["tokens_generated"]) / elapsed, 1),
         "engine_busy": round((es1["step_s"] - es0["step_s"]) / elapsed, 3),
@@ -199,6 +214,9 @@ def main() -> None:
     ap.add_argument("--interrupt", default="keep", choices=["keep", "recompute", "abort"])
     ap.add_argument("--concurrency", type=int, default=None, help="max_concurrent_rollouts (default: B)")
     ap.add_argument("--learner-threads", type=int, default=1, help="async learner's torch threads")
+    ap.add_argument("--engine", default="inprocess", help="inprocess and/or remote (comma-separated)")
+    ap.add_argument("--servers", default="1", help="--engine remote: numbers of local vllm serve processes")
+    ap.add_argument("--learner-ranks", default="1", help="learner_world_size values (data-parallel learner)")
     ap.add_argument("--packing", action="store_true", help="only time the learner's packing layouts")
     ap.add_argument("--dashboard", action="store_true", help="only measure the live dashboard's cost")
     ap.add_argument("--repeats", type=int, default=2, help="--dashboard: runs per configuration and setting")
@@ -211,17 +229,32 @@ def main() -> None:
     if args.packing:
         return packing(args.sizes.split(","))
     etas = [math.inf if e == "inf" else int(e) for e in args.etas.split(",")]
+    engines = args.engine.split(",")
+    if not set(engines) <= {"inprocess", "remote"}:
+        ap.error(f"--engine {args.engine!r}: expected inprocess and/or remote")
+    ranks = [int(r) for r in args.learner_ranks.split(",")]
     rows = []
     for size in args.sizes.split(","):
         path = build_policy(size=size)
         configs = [("sync", 0)] + [("async", e) for e in etas]
-        for mode, eta in configs:
-            rows.append(run_one(path, size, mode, eta, args.seconds, args.warmup, args.interrupt, args.concurrency,
-                                args.learner_threads))
-            print(rows[-1], flush=True)
+        placements = ([0] if "inprocess" in engines else []) + \
+                     ([int(n) for n in args.servers.split(",")] if "remote" in engines else [])
+        for n_servers in placements:
+            servers = start_servers(path, n_servers, kv_cache_bytes=_kv_bytes(size), max_num_seqs=64) \
+                if n_servers else None
+            try:
+                for r in ranks:
+                    for mode, eta in configs:
+                        rows.append(run_one(path, size, mode, eta, args.seconds, args.warmup, args.interrupt,
+                                            args.concurrency, args.learner_threads, servers=servers, ranks=r))
+                        print(rows[-1], flush=True)
+            finally:
+                for s in servers or []:
+                    s.stop()
     df = pd.DataFrame(rows)
-    sync = df[df.config == "sync"].set_index("policy").eff_tok_s
-    df.insert(4, "x_sync", (df.eff_tok_s / df.policy.map(sync)).round(2))
+    key = df.policy + "|" + df.engine + "|" + df.ranks.astype(str)
+    sync = df[df.config == "sync"].assign(key=key).set_index("key").eff_tok_s
+    df.insert(5, "x_sync", (df.eff_tok_s / key.map(sync)).round(2))
     df["interrupt"] = args.interrupt
     df["learner_threads"] = args.learner_threads
     print()

@@ -4,7 +4,8 @@
 import vLLM: that happens when an engine starts.
 """
 
+from .remote import RemoteVLLMEngine
 from .vllm_engine import ThreadPolicy, VLLMEngine
 from .weights import WeightSpec
 
-__all__ = ["VLLMEngine", "ThreadPolicy", "WeightSpec"]
+__all__ = ["VLLMEngine", "RemoteVLLMEngine", "ThreadPolicy", "WeightSpec"]

@@ -29,7 +29,12 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _shm_files() -> set[str]:
+    return {f.path for f in os.scandir("/dev/shm")} if os.path.isdir("/dev/shm") else set()
+
+
 def test_two_servers_serve_the_policy_and_leave_nothing_behind(tiny_policy):
+    shm_before = _shm_files()
     servers = start_servers(tiny_policy, 2)
     try:
         assert len({s.port for s in servers}) == 2
@@ -56,6 +61,7 @@ def test_two_servers_serve_the_policy_and_leave_nothing_behind(tiny_policy):
         assert not _group_alive(pgid), "a process of a server's group survived stop()"
         assert not _port_open(s.port) and not os.path.exists(rpc)
         assert s.log_path.is_file() and not s.alive()
+    assert not _shm_files() - shm_before, "a server left shared-memory files in /dev/shm"
     servers[0].stop()                                                         # idempotent
 
 
