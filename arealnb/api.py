@@ -1,6 +1,7 @@
 """Interfaces and records only. The orchestrator talks to an inference engine through
-:class:`InferenceEngine`, so a later backend (remote ``vllm serve`` servers, a fake engine for timing tests)
-drops in without touching it."""
+:class:`InferenceEngine`: the in-process :class:`arealnb.engines.VLLMEngine` and the ``vllm serve`` client
+:class:`arealnb.engines.RemoteVLLMEngine` both implement it, and another backend drops in without touching the
+trainer."""
 
 from __future__ import annotations
 

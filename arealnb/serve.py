@@ -149,7 +149,10 @@ class VLLMServer:
             raise ConfigError(f"the server on port {self.port} was started already")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._rpc_dir = tempfile.mkdtemp(prefix="arealnb-vllm-rpc-")
-        env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_RPC_BASE_PATH": self._rpc_dir,
+        # An in-process engine of this process sets VLLM_ENABLE_V1_MULTIPROCESSING=0 (arealnb.runtime); a server
+        # inheriting it runs its engine core inside the API server's process, many times slower (README).
+        inherited = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+        env = {**inherited, "VLLM_SERVER_DEV_MODE": "1", "VLLM_RPC_BASE_PATH": self._rpc_dir,
                "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1",
                **({"VLLM_CPU_OMP_THREADS_BIND": self.cpus} if self.cpus else {}), **self.env}
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()

@@ -6,6 +6,7 @@
                                        [--draw-budgets 0.15,0.05] [--modes sync,async]
     python benchmarks/rl_throughput.py --packing
     python benchmarks/rl_throughput.py --engine inprocess,remote --servers 1,2 [--learner-ranks 1,2]
+    python benchmarks/rl_throughput.py --gen-only --engine inprocess,remote --servers 1,2
 
 For each policy and each configuration — strict ``sync`` (engine paused while the learner trains on every core),
 then ``async`` with η = 0, 1, 2, 4, 8 — one :class:`arealnb.Trainer` on the long-tailed ``RunningSum`` task
@@ -26,6 +27,10 @@ same wall-clock budget (``--seconds``). Columns:
 loads its initial weights onto them) through :class:`arealnb.engines.RemoteVLLMEngine`; ``--learner-ranks`` adds
 data-parallel learners (``learner_world_size``). Column ``engine`` says which (``in-process``, ``remote x1``, ...),
 ``ranks`` the learner ranks; ``x_sync`` compares with the sync row of the same policy, engine and ranks.
+
+``--gen-only`` times generation alone, no learner (table ``rl_generation``): per engine, ``--repeats`` rounds of a
+trainer-sized batch (8 groups x 4 samples of exactly 128 tokens, ``ignore_eos``) after one warm-up round;
+``tok_s`` per round.
 
 ``--dashboard`` instead measures what the live :class:`arealnb.widgets.Dashboard` costs (table
 ``rl_dashboard``): per policy, ``sync`` and ``async eta=4`` run alternately without a dashboard and with one per
@@ -110,6 +115,48 @@ def run_one(path, size: str, mode: str, eta: float, seconds: float, warmup: int,
         "seconds": round(elapsed, 1), "dashboard": "off" if dashboard is None else f"budget {dashboard:g}", "draws": draws[0],
         "draw_s": round(draws[1], 2), "draw_loop_s": round(draws[2], 3),
     }
+
+
+def generation_only(sizes: list[str], engines: list[str], servers: list[int], repeats: int) -> None:
+    import asyncio
+
+    from arealnb.engines import RemoteVLLMEngine, VLLMEngine
+
+    async def rounds(eng) -> list[float]:
+        async def one_round():
+            return await asyncio.gather(*[eng.generate_group([3, 4, 5 + g], n=4, max_new_tokens=128, seed=g,
+                                                             ignore_eos=True) for g in range(8)])
+        await one_round()
+        out = []
+        for _ in range(repeats):
+            t = time.monotonic()
+            await one_round()
+            out.append(32 * 128 / (time.monotonic() - t))
+        return out
+
+    rows = []
+    for size in sizes:
+        path = build_policy(size=size)
+        placements = ([0] if "inprocess" in engines else []) + (servers if "remote" in engines else [])
+        for n in placements:
+            async def go(eng):
+                async with eng:
+                    return await rounds(eng)
+
+            if n == 0:
+                tok = asyncio.run(go(VLLMEngine(path, kv_cache_bytes=_kv_bytes(size), max_num_seqs=64)))
+            else:
+                ss = start_servers(path, n, kv_cache_bytes=_kv_bytes(size), max_num_seqs=64)
+                try:
+                    tok = asyncio.run(go(RemoteVLLMEngine(ss, path)))
+                finally:
+                    for s in ss:
+                        s.stop()
+            rows.append({"policy": size, "engine": f"remote x{n}" if n else "in-process",
+                         "tok_s_median": round(float(np.median(tok))), "tok_s_min": round(min(tok)),
+                         "tok_s_max": round(max(tok)), "rounds": len(tok)})
+            print(rows[-1], flush=True)
+    report(pd.DataFrame(rows), "rl_generation")
 
 
 def dashboard_cost(sizes: list[str], seconds: float, warmup: int, repeats: int, budgets: list[float],
@@ -217,9 +264,11 @@ def main() -> None:
     ap.add_argument("--engine", default="inprocess", help="inprocess and/or remote (comma-separated)")
     ap.add_argument("--servers", default="1", help="--engine remote: numbers of local vllm serve processes")
     ap.add_argument("--learner-ranks", default="1", help="learner_world_size values (data-parallel learner)")
+    ap.add_argument("--gen-only", action="store_true", help="only time generation on each --engine")
     ap.add_argument("--packing", action="store_true", help="only time the learner's packing layouts")
     ap.add_argument("--dashboard", action="store_true", help="only measure the live dashboard's cost")
-    ap.add_argument("--repeats", type=int, default=2, help="--dashboard: runs per configuration and setting")
+    ap.add_argument("--repeats", type=int, default=2, help="--dashboard: runs per configuration and setting; "
+                    "--gen-only: timed rounds")
     ap.add_argument("--draw-budgets", default="0.15", help="--dashboard: Dashboard(draw_budget=...) values to run")
     ap.add_argument("--modes", default="sync,async", help="--dashboard: sync (η=0) and/or async (η=4)")
     args = ap.parse_args()
@@ -228,6 +277,9 @@ def main() -> None:
                               [float(b) for b in args.draw_budgets.split(",")], args.modes.split(","))
     if args.packing:
         return packing(args.sizes.split(","))
+    if args.gen_only:
+        return generation_only(args.sizes.split(","), args.engine.split(","),
+                               [int(n) for n in args.servers.split(",")], args.repeats)
     etas = [math.inf if e == "inf" else int(e) for e in args.etas.split(",")]
     engines = args.engine.split(",")
     if not set(engines) <= {"inprocess", "remote"}:

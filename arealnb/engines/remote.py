@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import tempfile
@@ -107,7 +108,8 @@ class RemoteVLLMEngine:
     dtype : dtype the servers serve (``--dtype``); pushes must carry it.
     request_timeout : seconds one request may take before its server is considered lost.
     thread_policy : torch threads advised to the learner (default: as in-process when the servers share this
-        machine's cores, every core when they are all remote).
+        machine's cores, every core when they are all remote). With servers on this machine the learner keeps
+        ``learner_with_engine`` threads even while they are paused: their processes still hold the cores.
     """
 
     def __init__(self, urls, model_path: str | os.PathLike, *, interrupt: InterruptMode = "recompute",
@@ -149,8 +151,11 @@ class RemoteVLLMEngine:
         self.dtype = dtype
         self.request_timeout = float(request_timeout)
         self.check_finite = check_finite
-        self.thread_policy = thread_policy or (ThreadPolicy() if local else
-                                               ThreadPolicy(learner_with_engine=os.cpu_count() or 1))
+        policy = thread_policy or (ThreadPolicy() if local else ThreadPolicy(learner_with_engine=os.cpu_count() or 1))
+        if local:       # servers here keep their cores while paused (a paused vLLM server still polls): a learner on
+            policy = dataclasses.replace(policy, learner_alone=policy.learner_with_engine)   # all cores collapses
+        self.thread_policy = policy
+        self.local = local
         self.weight_spec = WeightSpec.from_checkpoint(self.model_path, dtype)
         import json
 

@@ -189,6 +189,9 @@ def test_checkpoint_resume_continues_versions_counters_and_data(tiny_policy, tmp
                                                                                  "adam_betas"),
     (dict(reward_timeout=-1), "reward_timeout"), (dict(use_decoupled_loss=1), "use_decoupled_loss"),
     (dict(max_new_tokens=0), "max_new_tokens"), (dict(reward_scaling=0), "reward_scaling"),
+    (dict(learner_world_size=0), "learner_world_size"), (dict(rollout_servers=[]), "rollout_servers"),
+    (dict(rollout_servers=["http://h:1"], engine_kwargs={"enforce_eager": False}), "engine_kwargs"),
+    (dict(weight_dir=3), "weight_dir"),
 ])
 def test_bad_config_is_refused_before_anything_starts(bad, match):
     with pytest.raises(ConfigError, match=match):
