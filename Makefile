@@ -94,7 +94,7 @@ experiments: setup
 	$(call run_notebooks,$(EXPERIMENT_NOTEBOOKS))
 
 test: models
-	NB_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=300 -p no:cacheprovider $(PYTEST_ARGS)
+	NB_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=300 -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 lab: setup
 	$(VENV)/bin/jupyter lab $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/

@@ -90,7 +90,7 @@ class _Server:
     lost_reason: str = ""
 
 
-class RemoteVLLMEngine:
+class RemoteVLLMEngine(vc.EngineFront):
     """A rollout engine made of ``vllm serve`` processes (see the module docstring).
 
     Parameters
@@ -174,25 +174,13 @@ class RemoteVLLMEngine:
         self._ids = itertools.count()
         self._inflight: dict[str, _Server] = {}
         self._push_lock: asyncio.Lock | None = None
-        self._counts: dict[str, Any] = {
-            "tokens_generated": 0, "requests_finished": 0, "requests_aborted": 0, "weight_updates": 0,
-            "last_update_s": float("nan"), "prefill_tokens": 0, "recompute_tokens": 0, "decode_tokens": 0,
-            "step_s": 0.0, "prefill_step_s": 0.0, "recompute_step_s": 0.0, "steps": 0,
-            "requests_resubmitted": 0, "servers_lost": 0}
+        self._counts: dict[str, Any] = vc.new_counts(requests_resubmitted=0, servers_lost=0)
         self._window: deque[tuple[float, int]] = deque()
         self._activity: deque[list[float]] = deque(maxlen=20_000)
         self._busy_since: float | None = None
         self._lock = threading.Lock()          # stats() may be read from other threads
 
     # ------------------------------------------------------------------------------------------------
-    @property
-    def version(self) -> int:
-        return self._version
-
-    @property
-    def tokenizer(self):
-        return self._tokenizer
-
     @property
     def servers(self) -> list[dict]:
         """Each server's URL, whether it is in the rotation, its in-flight requests and outstanding work."""
@@ -300,50 +288,17 @@ class RemoteVLLMEngine:
         if sess is not None and self._session_loop is asyncio.get_running_loop():
             await sess.close()
 
-    async def __aenter__(self) -> RemoteVLLMEngine:
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
     # ------------------------------------------------------------------------------------------------
-    # generation
+    # generation (generate / generate_group: vllm_common.EngineFront; each sample is routed on its own)
     # ------------------------------------------------------------------------------------------------
-    async def generate(self, prompt_ids, max_new_tokens: int = 256, temperature: float = 1.0,
-                       seed: int | None = None, stop_token_ids: list[int] | None = None,
-                       ignore_eos: bool = False, request_id: str | None = None,
-                       top_p: float = 1.0) -> GenerationOutput:
-        """As :meth:`arealnb.engines.VLLMEngine.generate`, on the least loaded server."""
-        (out,) = await self._generate(prompt_ids, 1, max_new_tokens, temperature, seed, stop_token_ids,
-                                      ignore_eos, request_id, top_p)
-        return out
+    def _new_request_id(self) -> str:
+        return f"r{next(self._ids)}-{uuid.uuid4().hex[:8]}"
 
-    async def generate_group(self, prompt_ids, n: int, max_new_tokens: int = 256, temperature: float = 1.0,
-                             seed: int | None = None, stop_token_ids: list[int] | None = None,
-                             ignore_eos: bool = False, request_id: str | None = None,
-                             top_p: float = 1.0) -> list[GenerationOutput]:
-        """``n`` samples (seeds ``seed + i``, ids ``f"{request_id}.{i}"``), each routed on its own."""
-        return await self._generate(prompt_ids, n, max_new_tokens, temperature, seed, stop_token_ids, ignore_eos,
-                                    request_id, top_p)
-
-    async def _generate(self, prompt_ids, n, max_new_tokens, temperature, seed, stop_token_ids, ignore_eos,
-                        request_id, top_p) -> list[GenerationOutput]:
-        self._require_running()
-        ids = vc.check_prompt(prompt_ids, self.vocab_size)
-        fields = vc.check_sampling(n_prompt=len(ids), max_model_len=self.max_model_len,
-                                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                   stop_token_ids=stop_token_ids, vocab_size=self.vocab_size, n=n)
-        if request_id is not None and not isinstance(request_id, str):
-            raise InvalidRequestError(f"request_id={request_id!r}: expected a str")
-        base = request_id or f"r{next(self._ids)}-{uuid.uuid4().hex[:8]}"
-        rids = [base if n == 1 else f"{base}.{i}" for i in range(n)]
+    async def _submit(self, ids: list[int], params: list[dict], rids: list[str]) -> list[GenerationOutput]:
         dup = [r for r in rids if r in self._inflight]
         if dup:
             raise InvalidRequestError(f"request id {dup[0]!r} is already in flight")
-        params = []
-        for i in range(n):
-            s = None if fields["seed"] is None else fields["seed"] + i
-            params.append({**fields, "seed": s, "logprobs": 0, "ignore_eos": bool(ignore_eos), "detokenize": False})
+        params = [{**p, "logprobs": 0, "detokenize": False} for p in params]
         tasks = [asyncio.ensure_future(self._one(rid, ids, p)) for rid, p in zip(rids, params, strict=True)]
         try:
             return list(await asyncio.gather(*tasks))

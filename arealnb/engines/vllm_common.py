@@ -1,8 +1,9 @@
-"""What every in-process vLLM user in arealnb shares: the one-engine rule, how ``LLM`` is built, how a
-completion's log-probs and finish reason are read, how vLLM is shut down, and request validation.
+"""What every vLLM user in arealnb shares: the one-engine rule, how ``LLM`` is built, how a completion's
+log-probs and finish reason are read, how vLLM is shut down, request validation, and the public request methods
+of the asyncio engines (:class:`EngineFront`).
 
-``VLLMEngine`` (asyncio, interruptible) and ``OfflineGenerator`` (plain batch generation) both go through here,
-so they cannot disagree.
+``VLLMEngine`` (asyncio, interruptible), ``RemoteVLLMEngine`` (``vllm serve`` processes) and
+``OfflineGenerator`` (plain batch generation) go through here, so they cannot disagree.
 
 Choices made once, here (../shared/VLLM_CPU.md; measurements in the README):
 
@@ -233,3 +234,84 @@ def check_sampling(*, n_prompt: int, max_model_len: int, max_new_tokens, tempera
         raise InvalidRequestError(f"stop_token_ids={stop_token_ids!r}: expected token ids in [0, {vocab_size})")
     return {"max_tokens": int(max_new_tokens), "temperature": float(temperature), "top_p": float(top_p),
             "seed": None if seed is None else int(seed), "stop_token_ids": [int(t) for t in stops]}
+
+
+# ------------------------------------------------------------------------------------------------------
+# the request methods both asyncio engines expose
+# ------------------------------------------------------------------------------------------------------
+class EngineFront:
+    """``generate`` / ``generate_group`` / ``async with`` of an asyncio engine, checked the same way for all.
+
+    A subclass provides ``start``, ``close``, ``_require_running``, ``vocab_size``, ``max_model_len``,
+    ``_version``, ``_tokenizer``, a request counter ``_ids`` and ``_submit(ids, params, rids)`` → the outputs in order, where ``params`` are the checked
+    sampling fields of each sample (``check_sampling`` plus ``seed + i`` and ``ignore_eos``).
+    """
+
+    @property
+    def version(self) -> int:
+        """Policy version of the weights the engine is serving now."""
+        return self._version
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def generate(self, prompt_ids, max_new_tokens: int = 256, temperature: float = 1.0,
+                       seed: int | None = None, stop_token_ids: list[int] | None = None,
+                       ignore_eos: bool = False, request_id: str | None = None, top_p: float = 1.0):
+        """Sample one completion of ``prompt_ids`` (a list or 1-D numpy/torch array of token ids); many
+        concurrent calls share the engine's batch.
+
+        Returns when the request finishes; an aborted request returns its partial output with
+        ``finish_reason="abort"``. Cancelling the awaiting task aborts the request. Every argument is checked
+        first (:class:`arealnb.InvalidRequestError` naming the field; ``max_new_tokens`` beyond the context left
+        after the prompt is refused, not truncated).
+        """
+        (out,) = await self._generate(prompt_ids, 1, max_new_tokens, temperature, seed, stop_token_ids,
+                                      ignore_eos, request_id, top_p)
+        return out
+
+    async def generate_group(self, prompt_ids, n: int, max_new_tokens: int = 256, temperature: float = 1.0,
+                             seed: int | None = None, stop_token_ids: list[int] | None = None,
+                             ignore_eos: bool = False, request_id: str | None = None, top_p: float = 1.0):
+        """``n`` samples of one prompt (a GRPO group), submitted together; returns the ``n`` outputs in order.
+
+        Sample ``i`` uses seed ``seed + i`` (when a seed is given) and request id ``f"{request_id}.{i}"``.
+        Cancelling the awaiting task aborts all of them. The prompt's prefill is not shared between the samples:
+        vLLM's CPU backend caches prefixes in blocks of 128 tokens, longer than the task prompts here, and a
+        prefix cache would serve KV of old weights after a ``keep`` push; each sample prefills its prompt (for
+        the tiny policy's ~20-token prompts a few percent of the decode work).
+        """
+        return await self._generate(prompt_ids, n, max_new_tokens, temperature, seed, stop_token_ids,
+                                    ignore_eos, request_id, top_p)
+
+    async def _generate(self, prompt_ids, n, max_new_tokens, temperature, seed, stop_token_ids, ignore_eos,
+                        request_id, top_p) -> list:
+        self._require_running()
+        ids = check_prompt(prompt_ids, self.vocab_size)
+        fields = check_sampling(n_prompt=len(ids), max_model_len=self.max_model_len,
+                                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                                stop_token_ids=stop_token_ids, vocab_size=self.vocab_size, n=n)
+        if request_id is not None and not isinstance(request_id, str):
+            raise InvalidRequestError(f"request_id={request_id!r}: expected a str")
+        base = request_id or self._new_request_id()
+        rids = [base if n == 1 else f"{base}.{i}" for i in range(n)]
+        params = [{**fields, "seed": None if fields["seed"] is None else fields["seed"] + i,
+                   "ignore_eos": bool(ignore_eos)} for i in range(n)]
+        return await self._submit(ids, params, rids)
+
+    def _new_request_id(self) -> str:
+        return f"r{next(self._ids)}"
+
+
+def new_counts(**more) -> dict[str, Any]:
+    """The cumulative counters both asyncio engines report in ``stats()``, at zero."""
+    return {"tokens_generated": 0, "steps": 0, "requests_finished": 0, "requests_aborted": 0, "weight_updates": 0,
+            "last_update_s": float("nan"), "prefill_tokens": 0, "recompute_tokens": 0, "decode_tokens": 0,
+            "step_s": 0.0, "prefill_step_s": 0.0, "recompute_step_s": 0.0, **more}

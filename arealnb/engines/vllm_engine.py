@@ -101,7 +101,7 @@ def _settle(fut: cf.Future | None, result=None, exc: BaseException | None = None
         pass
 
 
-class VLLMEngine:
+class VLLMEngine(vc.EngineFront):
     """An in-process vLLM engine with an asyncio API (see the module docstring).
 
     Parameters
@@ -169,10 +169,7 @@ class VLLMEngine:
         self._tokenizer = None
         self._llm = None
         self._listeners: list[Callable[[str, int], None]] = []
-        self._counts: dict[str, Any] = {
-            "tokens_generated": 0, "steps": 0, "requests_finished": 0, "requests_aborted": 0, "weight_updates": 0,
-            "last_update_s": float("nan"), "prefill_tokens": 0, "recompute_tokens": 0, "decode_tokens": 0,
-            "step_s": 0.0, "prefill_step_s": 0.0, "recompute_step_s": 0.0}
+        self._counts: dict[str, Any] = vc.new_counts()
         self._stats: dict[str, Any] = {**self._counts, "version": self._version, "running": 0, "waiting": 0, "paused": False,
                                        "tok_per_s": 0.0}
         self._window: deque[tuple[float, int]] = deque()
@@ -182,15 +179,6 @@ class VLLMEngine:
     # ------------------------------------------------------------------------------------------------
     # asyncio side
     # ------------------------------------------------------------------------------------------------
-    @property
-    def version(self) -> int:
-        """Policy version of the weights the engine is serving now."""
-        return self._version
-
-    @property
-    def tokenizer(self):
-        return self._tokenizer
-
     @property
     def is_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._dead is None
@@ -224,62 +212,13 @@ class VLLMEngine:
         """Abort what is in flight, shut vLLM down, join the engine thread. Idempotent."""
         await asyncio.to_thread(self._close_sync)
 
-    async def __aenter__(self) -> VLLMEngine:
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
-    async def generate(self, prompt_ids, max_new_tokens: int = 256, temperature: float = 1.0,
-                       seed: int | None = None, stop_token_ids: list[int] | None = None,
-                       ignore_eos: bool = False, request_id: str | None = None,
-                       top_p: float = 1.0) -> GenerationOutput:
-        """Sample one completion of ``prompt_ids`` (a list or 1-D numpy/torch array of token ids); many
-        concurrent calls share the engine's batch.
-
-        Returns when the request finishes; an aborted request returns its partial output with
-        ``finish_reason="abort"``. Cancelling the awaiting task aborts the request. Every argument is checked
-        first (:class:`arealnb.InvalidRequestError` naming the field; ``max_new_tokens`` beyond the context left
-        after the prompt is refused, not truncated).
-        """
-        (out,) = await self._generate(prompt_ids, 1, max_new_tokens, temperature, seed, stop_token_ids,
-                                      ignore_eos, request_id, top_p)
-        return out
-
-    async def generate_group(self, prompt_ids, n: int, max_new_tokens: int = 256, temperature: float = 1.0,
-                             seed: int | None = None, stop_token_ids: list[int] | None = None,
-                             ignore_eos: bool = False, request_id: str | None = None,
-                             top_p: float = 1.0) -> list[GenerationOutput]:
-        """``n`` samples of one prompt (a GRPO group), submitted together; returns the ``n`` outputs in order.
-
-        Sample ``i`` uses seed ``seed + i`` (when a seed is given) and request id ``f"{request_id}.{i}"``.
-        Cancelling the awaiting task aborts all of them. The prompt's prefill is not shared between the samples:
-        vLLM's CPU backend caches prefixes in blocks of 128 tokens, longer than the task prompts here, and a
-        prefix cache would serve KV of old weights after a ``keep`` push; each sample prefills its prompt (for
-        the tiny policy's ~20-token prompts a few percent of the decode work).
-        """
-        return await self._generate(prompt_ids, n, max_new_tokens, temperature, seed, stop_token_ids,
-                                    ignore_eos, request_id, top_p)
-
-    async def _generate(self, prompt_ids, n, max_new_tokens, temperature, seed, stop_token_ids, ignore_eos,
-                        request_id, top_p) -> list[GenerationOutput]:
-        self._require_running()
-        ids = vc.check_prompt(prompt_ids, self.vocab_size)
-        fields = vc.check_sampling(n_prompt=len(ids), max_model_len=self.max_model_len,
-                                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                   stop_token_ids=stop_token_ids, vocab_size=self.vocab_size, n=n)
-        if request_id is not None and not isinstance(request_id, str):
-            raise InvalidRequestError(f"request_id={request_id!r}: expected a str")
-        base = request_id or f"r{next(self._ids)}"
+    async def _submit(self, ids: list[int], params: list[dict], rids: list[str]) -> list[GenerationOutput]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        reqs = []
-        for i in range(n):
-            s = None if fields["seed"] is None else fields["seed"] + i
-            params = SamplingParams(**{**fields, "seed": s}, logprobs=0, ignore_eos=bool(ignore_eos),
-                                    detokenize=False, output_kind=RequestOutputKind.DELTA)
-            reqs.append(_Request(base if n == 1 else f"{base}.{i}", ids, params, cf.Future()))
+        reqs = [_Request(rid, ids, SamplingParams(**p, logprobs=0, detokenize=False,
+                                                  output_kind=RequestOutputKind.DELTA), cf.Future())
+                for rid, p in zip(rids, params, strict=True)]
         self._post(self._cmd_add, reqs)
         try:
             return list(await asyncio.gather(*[asyncio.wrap_future(r.future) for r in reqs]))
