@@ -298,7 +298,6 @@ class RemoteVLLMEngine(vc.EngineFront):
         dup = [r for r in rids if r in self._inflight]
         if dup:
             raise InvalidRequestError(f"request id {dup[0]!r} is already in flight")
-        params = [{**p, "logprobs": 0, "detokenize": False} for p in params]
         tasks = [asyncio.ensure_future(self._one(rid, ids, p)) for rid, p in zip(rids, params, strict=True)]
         try:
             return list(await asyncio.gather(*tasks))

@@ -244,7 +244,8 @@ class EngineFront:
 
     A subclass provides ``start``, ``close``, ``_require_running``, ``vocab_size``, ``max_model_len``,
     ``_version``, ``_tokenizer``, a request counter ``_ids`` and ``_submit(ids, params, rids)`` → the outputs in order, where ``params`` are the checked
-    sampling fields of each sample (``check_sampling`` plus ``seed + i`` and ``ignore_eos``).
+    sampling fields of each sample (``check_sampling`` plus ``seed + i``, ``ignore_eos``, the sampled
+    token's log-prob and no detokenizing).
     """
 
     @property
@@ -303,7 +304,7 @@ class EngineFront:
         base = request_id or self._new_request_id()
         rids = [base if n == 1 else f"{base}.{i}" for i in range(n)]
         params = [{**fields, "seed": None if fields["seed"] is None else fields["seed"] + i,
-                   "ignore_eos": bool(ignore_eos)} for i in range(n)]
+                   "ignore_eos": bool(ignore_eos), "logprobs": 0, "detokenize": False} for i in range(n)]
         return await self._submit(ids, params, rids)
 
     def _new_request_id(self) -> str:

@@ -216,8 +216,7 @@ class VLLMEngine(vc.EngineFront):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        reqs = [_Request(rid, ids, SamplingParams(**p, logprobs=0, detokenize=False,
-                                                  output_kind=RequestOutputKind.DELTA), cf.Future())
+        reqs = [_Request(rid, ids, SamplingParams(**p, output_kind=RequestOutputKind.DELTA), cf.Future())
                 for rid, p in zip(rids, params, strict=True)]
         self._post(self._cmd_add, reqs)
         try:
